@@ -89,4 +89,10 @@ d = { 'settings': { 'branch': 'main',
                                      'fastai_llr.cyclical._cos': ('cyclical.html#_cos', 'fastai_llr/cyclical.py'),
                                      'fastai_llr.cyclical._listy': ('cyclical.html#_listy', 'fastai_llr/cyclical.py'),
                                      'fastai_llr.cyclical._lr_at': ('cyclical.html#_lr_at', 'fastai_llr/cyclical.py'),
-                                     'fastai_llr.cyclical.one_cycle_lrs': ('cyclical.html#one_cycle_lrs', 'fastai_llr/cyclical.py')}}}
+                                     'fastai_llr.cyclical.one_cycle_lrs': ('cyclical.html#one_cycle_lrs', 'fastai_llr/cyclical.py')},
+            'fastai_llr.demo': { 'fastai_llr.demo._train': ('demo.html#_train', 'fastai_llr/demo.py'),
+                                 'fastai_llr.demo.cnn1d': ('demo.html#cnn1d', 'fastai_llr/demo.py'),
+                                 'fastai_llr.demo.main': ('demo.html#main', 'fastai_llr/demo.py'),
+                                 'fastai_llr.demo.mnist1d_data': ('demo.html#mnist1d_data', 'fastai_llr/demo.py'),
+                                 'fastai_llr.demo.mnist1d_dls': ('demo.html#mnist1d_dls', 'fastai_llr/demo.py'),
+                                 'fastai_llr.demo.run_demo': ('demo.html#run_demo', 'fastai_llr/demo.py')}}}

@@ -1,0 +1,61 @@
+"""No host-device synchronisation on the per-batch path.
+
+On a CPU there is no device to wait for, so the guard makes every Tensor -> Python conversion that would synchronise
+a CUDA device (`.item()`, `float()`, `int()`, `bool()`, `.tolist()`, `.numpy()`) raise while the layer-rate
+mechanism runs its per-step code. On CUDA, `torch.cuda.set_sync_debug_mode('error')` is used as well.
+"""
+import pytest, torch
+from functools import partial
+from fastai.optimizer import Adam, SGD, OptimWrapper
+from fastai.torch_core import params, trainable_params
+from fastai_llr.core import LayerRates, LayerRateCallback, synth_learner
+from fastai_llr.cyclical import CyclicalLLR
+
+_SYNCING = ('item', '__float__', '__int__', '__bool__', '__index__', 'tolist', 'numpy')
+
+class _Guard:
+    def __init__(self): self.active,self.hits = False,[]
+    def wrap(self, name, f):
+        guard = self
+        def _inner(*args, **kwargs):
+            if guard.active: guard.hits.append(name); raise RuntimeError(f'host sync: Tensor.{name} on the per-batch path')
+            return f(*args, **kwargs)
+        return _inner
+
+@pytest.fixture
+def guard(monkeypatch):
+    g = _Guard()
+    for n in _SYNCING: monkeypatch.setattr(torch.Tensor, n, g.wrap(n, getattr(torch.Tensor, n)))
+    def guarded(f):
+        def _inner(*args, **kwargs):
+            g.active = True
+            try: return f(*args, **kwargs)
+            finally: g.active = False
+        return _inner
+    for m in ('before_step', 'restore', 'mults'): monkeypatch.setattr(LayerRates, m, guarded(getattr(LayerRates, m)))
+    for m in ('before_step', 'after_step', 'after_batch'):
+        monkeypatch.setattr(LayerRateCallback, m, guarded(getattr(LayerRateCallback, m)))
+    return g
+
+def test_guard_catches_a_sync(guard):
+    "The guard is real: a policy whose multipliers come from a tensor is caught"
+    class Bad(LayerRateCallback):
+        n_groups = 2
+        def group_mults(self, pct): return [torch.tensor(1.).item(), 1.]
+    learn = synth_learner(4)
+    with pytest.raises(RuntimeError, match='host sync'): learn.fit(1, 1e-2, cbs=Bad())
+    assert guard.hits
+
+@pytest.mark.parametrize('opt_func,splitter', [(Adam, None), (partial(SGD, mom=.9), lambda m: [params(m[:4]), params(m[4:])]),
+                                               (partial(OptimWrapper, opt=torch.optim.AdamW), None)])
+def test_cyclical_llr_does_not_sync(guard, opt_func, splitter):
+    learn = synth_learner(6, opt_func=opt_func, splitter=splitter or trainable_params)
+    cbs = [CyclicalLLR(), CyclicalLLR.staggered_one_cycle(2)]
+    if torch.cuda.is_available():
+        learn.model.cuda(); learn.dls.cuda()
+        torch.cuda.set_sync_debug_mode('error')
+    try: learn.fit_one_cycle(2, 1e-2, cbs=cbs)
+    finally:
+        if torch.cuda.is_available(): torch.cuda.set_sync_debug_mode(0)
+    assert guard.hits == []
+    assert len(learn.layer_rates.lrs) == 2*6
