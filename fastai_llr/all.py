@@ -7,10 +7,11 @@ Docs: https://fastai-llr.github.io/fastai_llr/all.html.md"""
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/99_all.ipynb #ff01c780
+# %% ../nbs/99_all.ipynb #5bc73377
 from fastai.basics import *
 from fastai.callback.schedule import *
 from .core import *
 from .cyclical import *
+from .adaptive import *
 from .demo import *
 __all__ = [o for o in dir() if not o.startswith('_')] # re-export everything imported above

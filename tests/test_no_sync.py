@@ -1,7 +1,7 @@
 """No host-device synchronisation on the per-batch path.
 
 On a CPU there is no device to wait for, so the guard makes every Tensor -> Python conversion that would synchronise
-a CUDA device (`.item()`, `float()`, `int()`, `bool()`, `.tolist()`, `.numpy()`) raise while the layer-rate
+a CUDA device (`.item()`, `float()`, `int()`, `bool()`, `.tolist()`, `.numpy()`, `.cpu()`) raise while the layer-rate
 mechanism runs its per-step code. On CUDA, `torch.cuda.set_sync_debug_mode('error')` is used as well.
 """
 import pytest, torch
@@ -10,8 +10,9 @@ from fastai.optimizer import Adam, SGD, OptimWrapper
 from fastai.torch_core import params, trainable_params
 from fastai_llr.core import LayerRates, LayerRateCallback, synth_learner
 from fastai_llr.cyclical import CyclicalLLR
+from fastai_llr.adaptive import LARS, LARC, MADLR
 
-_SYNCING = ('item', '__float__', '__int__', '__bool__', '__index__', 'tolist', 'numpy')
+_SYNCING = ('item', '__float__', '__int__', '__bool__', '__index__', 'tolist', 'numpy', 'cpu')
 
 class _Guard:
     def __init__(self): self.active,self.hits = False,[]
@@ -32,8 +33,8 @@ def guard(monkeypatch):
             try: return f(*args, **kwargs)
             finally: g.active = False
         return _inner
-    for m in ('before_step', 'restore', 'mults'): monkeypatch.setattr(LayerRates, m, guarded(getattr(LayerRates, m)))
-    for m in ('before_step', 'after_step', 'after_batch'):
+    for m in ('before_step', 'after_step', 'restore', 'mults'): monkeypatch.setattr(LayerRates, m, guarded(getattr(LayerRates, m)))
+    for m in ('before_step', 'after_step', 'after_batch', 'after_cancel_step'):
         monkeypatch.setattr(LayerRateCallback, m, guarded(getattr(LayerRateCallback, m)))
     return g
 
@@ -59,3 +60,24 @@ def test_cyclical_llr_does_not_sync(guard, opt_func, splitter):
         if torch.cuda.is_available(): torch.cuda.set_sync_debug_mode(0)
     assert guard.hits == []
     assert len(learn.layer_rates.lrs) == 2*6
+
+
+def _fit_guarded(learn, cbs):
+    if torch.cuda.is_available():
+        learn.model.cuda(); learn.dls.cuda()
+        torch.cuda.set_sync_debug_mode('error')
+    try: learn.fit_one_cycle(2, 1e-2, cbs=cbs)
+    finally:
+        if torch.cuda.is_available(): torch.cuda.set_sync_debug_mode(0)
+
+@pytest.mark.parametrize('opt_func', [partial(SGD, mom=.9, wd=1e-2), partial(OptimWrapper, opt=torch.optim.AdamW)], ids=['sgd', 'adamw'])
+@pytest.mark.parametrize('policy', ['LARS', 'LARC', 'MADLR', 'MADLR-weights', 'all+CyclicalLLR'])
+def test_adaptive_policies_do_not_sync(guard, opt_func, policy):
+    "Grad mode (SGD) and update mode (AdamW), first steps (state creation) included"
+    make = {'LARS': lambda: [LARS()], 'LARC': lambda: [LARC(sgd_below=1e-4)], 'MADLR': lambda: [MADLR()],
+            'MADLR-weights': lambda: [MADLR(source='weights', per='group', n_groups=2)],
+            'all+CyclicalLLR': lambda: [CyclicalLLR(), LARC(), MADLR(max_mult=10.)]}[policy]
+    learn = synth_learner(6, opt_func=opt_func)
+    _fit_guarded(learn, make())
+    assert guard.hits == []
+    assert all(torch.isfinite(p).all() for p in learn.model.parameters())
