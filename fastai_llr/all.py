@@ -7,11 +7,12 @@ Docs: https://fastai-llr.github.io/fastai_llr/all.html.md"""
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/99_all.ipynb #5bc73377
+# %% ../nbs/99_all.ipynb #ba52e28a
 from fastai.basics import *
 from fastai.callback.schedule import *
 from .core import *
 from .cyclical import *
 from .adaptive import *
+from .stats import *
 from .demo import *
 __all__ = [o for o in dir() if not o.startswith('_')] # re-export everything imported above

@@ -11,6 +11,7 @@ from fastai.torch_core import params, trainable_params
 from fastai_llr.core import LayerRates, LayerRateCallback, synth_learner
 from fastai_llr.cyclical import CyclicalLLR
 from fastai_llr.adaptive import LARS, LARC, MADLR
+from fastai_llr.stats import GradClip, LayerStats
 
 _SYNCING = ('item', '__float__', '__int__', '__bool__', '__index__', 'tolist', 'numpy', 'cpu')
 
@@ -77,6 +78,20 @@ def test_adaptive_policies_do_not_sync(guard, opt_func, policy):
     make = {'LARS': lambda: [LARS()], 'LARC': lambda: [LARC(sgd_below=1e-4)], 'MADLR': lambda: [MADLR()],
             'MADLR-weights': lambda: [MADLR(source='weights', per='group', n_groups=2)],
             'all+CyclicalLLR': lambda: [CyclicalLLR(), LARC(), MADLR(max_mult=10.)]}[policy]
+    learn = synth_learner(6, opt_func=opt_func)
+    _fit_guarded(learn, make())
+    assert guard.hits == []
+    assert all(torch.isfinite(p).all() for p in learn.model.parameters())
+
+
+@pytest.mark.parametrize('opt_func', [partial(SGD, mom=.9), partial(OptimWrapper, opt=torch.optim.AdamW), Adam], ids=['sgd', 'torch-adamw', 'fastai-adam'])
+@pytest.mark.parametrize('policy', ['clip-global', 'clip-layer', 'clip-value', 'clip-agc', 'stats', 'stats-group', 'everything'])
+def test_clip_and_stats_do_not_sync(guard, opt_func, policy):
+    "GradClip in every mode and LayerStats (Adam quantiles included) during batch events"
+    make = {'clip-global': lambda: [GradClip(.1, exclude='10.*')], 'clip-layer': lambda: [GradClip(.05, mode='layer')],
+            'clip-value': lambda: [GradClip(.01, mode='value')], 'clip-agc': lambda: [GradClip(.01, mode='agc')],
+            'stats': lambda: [LayerStats()], 'stats-group': lambda: [LayerStats(per='group', n_groups=3)],
+            'everything': lambda: [GradClip(.1), CyclicalLLR(), LARC(), MADLR(max_mult=10.), LayerStats(every=2)]}[policy]
     learn = synth_learner(6, opt_func=opt_func)
     _fit_guarded(learn, make())
     assert guard.hits == []

@@ -1,0 +1,38 @@
+"""Overhead of `GradClip` and `LayerStats` on the benchmark convnet, interleaved in one run.
+
+Median training-step time (first `before_batch` to last `after_batch`) relative to the same learner without the
+callback, with fastai SGD (momentum) and fastai Adam (where `LayerStats` also computes the quantiles of Adam's
+per-element effective step sizes, a sort per tensor).
+Run: python benchmarks/stats.py [--rounds 15] [--batches 30] [--json out.json]
+"""
+import argparse, json
+from functools import partial
+from pathlib import Path
+import torch
+from fastai.basics import *
+from fastai_llr.all import *
+from adaptive import convnet, dls, interleave, _none
+
+def main(rounds=15, n_batches=30, out=None):
+    res = {}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu, {rounds} interleaved rounds of {n_batches} steps, small convnet")
+    data = dls((3,32,32), n_batches)
+    for opt_name,of,lr in (('SGD', partial(SGD, mom=.9), .1), ('Adam', Adam, 1e-3)):
+        cfgs = {'none': (of, _none), 'GradClip(global)': (of, lambda: [GradClip(1.)]),
+                'GradClip(agc)': (of, lambda: [GradClip(.01, mode='agc')]),
+                'LayerStats()': (of, lambda: [LayerStats()]), 'LayerStats(every=10)': (of, lambda: [LayerStats(every=10)])}
+        if opt_name=='Adam': cfgs['LayerStats(quantiles=())'] = (of, lambda: [LayerStats(quantiles=())])
+        med,_ = interleave(cfgs, data, convnet, rounds, 'batch', lr)
+        print(f"\n{opt_name}: median ms/step and ratio to no callback")
+        for k,v in med.items():
+            print(f"  {k:26s} {1e3*v:8.2f} {v/med['none']:7.3f}")
+            res[f"{opt_name} | {k}"] = dict(ms=1e3*v, ratio=v/med['none'])
+    if out: Path(out).write_text(json.dumps(res, indent=1))
+    return res
+
+if __name__ == '__main__':
+    p = argparse.ArgumentParser()
+    p.add_argument('--rounds', type=int, default=15); p.add_argument('--batches', type=int, default=30)
+    p.add_argument('--json', default=None)
+    a = p.parse_args()
+    main(a.rounds, a.batches, a.json)
