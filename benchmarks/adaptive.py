@@ -67,6 +67,30 @@ def interleave(configs, data, model_fn, rounds, ev, lr):
 
 def _none(): return []
 
+def mechanism_cost(configs, data, model_fn, lr, n=200, blocks=10):
+    """Host time of the layer-rate mechanism alone (the policies' `before_step` + `after_step`, no optimizer step),
+    in a tight loop on one batch's gradients. Returns name -> median µs per step (0 without policies)."""
+    res = {}
+    for k,(of,cf) in configs.items():
+        pols = cf()
+        if not pols: res[k] = 0.; continue
+        l = Learner(data, model_fn(), loss_func=CrossEntropyLossFlat(), opt_func=of)
+        with l.no_bar(), l.no_logging(): l.fit(1, lr, cbs=pols)
+        xb,yb = data.one_batch(); l.loss_func(l.model(xb), yb).backward()
+        for c in pols: c.learn = l  # `fit(cbs=...)` detached them; their per-fit lists are still there
+        mech = l.layer_rates = LayerRates(pols).setup(l)
+        l.train_iter,ts = 0,[]
+        def one():
+            mech.before_step(.5); mech.after_step(); l.train_iter += 1
+        for _ in range(20): one()
+        for b in range(blocks):
+            t0 = time.perf_counter()
+            for _ in range(n//blocks): one()
+            ts.append((time.perf_counter()-t0)/(n//blocks))
+        mech.cleanup()
+        res[k] = 1e6*statistics.median(ts)
+    return res
+
 def main(rounds=15, n_batches=30, out=None):
     res = {}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu, {rounds} interleaved rounds of {n_batches} steps")
@@ -77,10 +101,11 @@ def main(rounds=15, n_batches=30, out=None):
             cfgs = {'none': (of, _none), 'LARS': (of, lambda: [LARS()]), 'LARC': (of, lambda: [LARC()]),
                     'MADLR': (of, lambda: [MADLR()])}
             med,_ = interleave(cfgs, data, model_fn, rounds, 'batch', lr)
-            print(f"\n{model_name}, {opt_name}: median ms/step and ratio to no policy")
+            cost = mechanism_cost(cfgs, data, model_fn, lr)
+            print(f"\n{model_name}, {opt_name}: median ms/step, ratio to no policy, mechanism alone (µs, % of a step)")
             for k,v in med.items():
-                print(f"  {k:8s} {1e3*v:8.2f} {v/med['none']:7.3f}")
-                res[f"{model_name} | {opt_name} | {k}"] = dict(ms=1e3*v, ratio=v/med['none'])
+                print(f"  {k:8s} {1e3*v:8.2f} {v/med['none']:7.3f} {cost[k]:8.0f} {100*cost[k]/(1e6*med['none']):6.2f}%")
+                res[f"{model_name} | {opt_name} | {k}"] = dict(ms=1e3*v, ratio=v/med['none'], mechanism_us=cost[k])
     # (c) optimizer phase on the many-tensor MLP
     data = dls((32,), n_batches)
     cfgs = {'fastai SGD (no LARC)': (partial(SGD, mom=.9), _none),
