@@ -39,6 +39,14 @@ def guard(monkeypatch):
         monkeypatch.setattr(LayerRateCallback, m, guarded(getattr(LayerRateCallback, m)))
     return g
 
+def _fit_guarded(learn, cbs):
+    if torch.cuda.is_available():
+        learn.model.cuda(); learn.dls.cuda()
+        torch.cuda.set_sync_debug_mode('error')
+    try: learn.fit_one_cycle(2, 1e-2, cbs=cbs)
+    finally:
+        if torch.cuda.is_available(): torch.cuda.set_sync_debug_mode(0)
+
 def test_guard_catches_a_sync(guard):
     "The guard is real: a policy whose multipliers come from a tensor is caught"
     class Bad(LayerRateCallback):
@@ -52,24 +60,10 @@ def test_guard_catches_a_sync(guard):
                                                (partial(OptimWrapper, opt=torch.optim.AdamW), None)])
 def test_cyclical_llr_does_not_sync(guard, opt_func, splitter):
     learn = synth_learner(6, opt_func=opt_func, splitter=splitter or trainable_params)
-    cbs = [CyclicalLLR(), CyclicalLLR.staggered_one_cycle(2)]
-    if torch.cuda.is_available():
-        learn.model.cuda(); learn.dls.cuda()
-        torch.cuda.set_sync_debug_mode('error')
-    try: learn.fit_one_cycle(2, 1e-2, cbs=cbs)
-    finally:
-        if torch.cuda.is_available(): torch.cuda.set_sync_debug_mode(0)
+    _fit_guarded(learn, [CyclicalLLR(), CyclicalLLR.staggered_one_cycle(2)])
     assert guard.hits == []
     assert len(learn.layer_rates.lrs) == 2*6
 
-
-def _fit_guarded(learn, cbs):
-    if torch.cuda.is_available():
-        learn.model.cuda(); learn.dls.cuda()
-        torch.cuda.set_sync_debug_mode('error')
-    try: learn.fit_one_cycle(2, 1e-2, cbs=cbs)
-    finally:
-        if torch.cuda.is_available(): torch.cuda.set_sync_debug_mode(0)
 
 @pytest.mark.parametrize('opt_func', [partial(SGD, mom=.9, wd=1e-2), partial(OptimWrapper, opt=torch.optim.AdamW)], ids=['sgd', 'adamw'])
 @pytest.mark.parametrize('policy', ['LARS', 'LARC', 'MADLR', 'MADLR-weights', 'all+CyclicalLLR'])
