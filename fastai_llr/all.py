@@ -7,12 +7,13 @@ Docs: https://fastai-llr.github.io/fastai_llr/all.html.md"""
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/99_all.ipynb #0ffe03dc
+# %% ../nbs/99_all.ipynb #63c6749a
 from fastai.basics import *
 from fastai.callback.schedule import *
 from .core import *
 from .cyclical import *
 from .adaptive import *
 from .stats import *
+from .schedules import *
 from .demo import *
 __all__ = [o for o in dir() if not o.startswith('_')] # re-export everything imported above
