@@ -7,7 +7,7 @@ Docs: https://fastai-llr.github.io/fastai_llr/all.html.md"""
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/99_all.ipynb #63c6749a
+# %% ../nbs/99_all.ipynb #65c28158
 from fastai.basics import *
 from fastai.callback.schedule import *
 from .core import *
@@ -15,5 +15,6 @@ from .cyclical import *
 from .adaptive import *
 from .stats import *
 from .schedules import *
+from .lr_find import *
 from .demo import *
 __all__ = [o for o in dir() if not o.startswith('_')] # re-export everything imported above
