@@ -7,7 +7,7 @@ Docs: https://fastai-llr.github.io/fastai_llr/all.html.md"""
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/99_all.ipynb #65c28158
+# %% ../nbs/99_all.ipynb #26cc4940
 from fastai.basics import *
 from fastai.callback.schedule import *
 from .core import *
