@@ -32,8 +32,6 @@ def main(rounds=15, n_batches=30, out=None):
     return res
 
 if __name__ == '__main__':
-    p = argparse.ArgumentParser()
-    p.add_argument('--rounds', type=int, default=15); p.add_argument('--batches', type=int, default=30)
-    p.add_argument('--json', default=None)
-    a = p.parse_args()
-    main(a.rounds, a.batches, a.json)
+    import sys; sys.path.insert(0, str(Path(__file__).parent))
+    from common import run_cli
+    run_cli(main, 15, 30)
