@@ -91,6 +91,16 @@ def mechanism_cost(configs, data, model_fn, lr, n=200, blocks=10):
         res[k] = 1e6*statistics.median(ts)
     return res
 
+def measure(title, cfgs, data, model_fn, rounds, lr, res):
+    "Interleaved step times and the mechanism alone for `cfgs` (name -> (opt_func, callbacks factory)); print and add to `res`"
+    med,_ = interleave(cfgs, data, model_fn, rounds, 'batch', lr)
+    cost = mechanism_cost(cfgs, data, model_fn, lr)
+    print(f"\n{title}: median ms/step, ratio to no callback, mechanism alone (µs, % of a step)")
+    for k,v in med.items():
+        print(f"  {k:26s} {1e3*v:8.2f} {v/med['none']:7.3f} {cost[k]:8.0f} {100*cost[k]/(1e6*med['none']):6.2f}%")
+        res[f"{title} | {k}"] = dict(ms=1e3*v, ratio=v/med['none'], mechanism_us=cost[k])
+    return res
+
 def main(rounds=15, n_batches=30, out=None):
     res = {}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu, {rounds} interleaved rounds of {n_batches} steps")
@@ -100,12 +110,7 @@ def main(rounds=15, n_batches=30, out=None):
         for opt_name,of,lr in (('SGD', sgd, .1), ('AdamW', adamw, 1e-3)):
             cfgs = {'none': (of, _none), 'LARS': (of, lambda: [LARS()]), 'LARC': (of, lambda: [LARC()]),
                     'MADLR': (of, lambda: [MADLR()])}
-            med,_ = interleave(cfgs, data, model_fn, rounds, 'batch', lr)
-            cost = mechanism_cost(cfgs, data, model_fn, lr)
-            print(f"\n{model_name}, {opt_name}: median ms/step, ratio to no policy, mechanism alone (µs, % of a step)")
-            for k,v in med.items():
-                print(f"  {k:8s} {1e3*v:8.2f} {v/med['none']:7.3f} {cost[k]:8.0f} {100*cost[k]/(1e6*med['none']):6.2f}%")
-                res[f"{model_name} | {opt_name} | {k}"] = dict(ms=1e3*v, ratio=v/med['none'], mechanism_us=cost[k])
+            measure(f"{model_name}, {opt_name}", cfgs, data, model_fn, rounds, lr, res)
     # (c) optimizer phase on the many-tensor MLP
     data = dls((32,), n_batches)
     cfgs = {'fastai SGD (no LARC)': (partial(SGD, mom=.9), _none),

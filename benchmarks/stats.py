@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from fastai.basics import *
 from fastai_llr.all import *
-from adaptive import convnet, dls, interleave, mechanism_cost, _none
+from adaptive import convnet, dls, measure, _none
 
 def main(rounds=15, n_batches=30, out=None):
     res = {}
@@ -22,12 +22,7 @@ def main(rounds=15, n_batches=30, out=None):
                 'GradClip(agc)': (of, lambda: [GradClip(.01, mode='agc')]),
                 'LayerStats()': (of, lambda: [LayerStats()]), 'LayerStats(every=10)': (of, lambda: [LayerStats(every=10)])}
         if opt_name=='Adam': cfgs['LayerStats(quantiles=())'] = (of, lambda: [LayerStats(quantiles=())])
-        med,_ = interleave(cfgs, data, convnet, rounds, 'batch', lr)
-        cost = mechanism_cost(cfgs, data, convnet, lr)
-        print(f"\n{opt_name}: median ms/step, ratio to no callback, mechanism alone (µs, % of a step)")
-        for k,v in med.items():
-            print(f"  {k:26s} {1e3*v:8.2f} {v/med['none']:7.3f} {cost[k]:8.0f} {100*cost[k]/(1e6*med['none']):6.2f}%")
-            res[f"{opt_name} | {k}"] = dict(ms=1e3*v, ratio=v/med['none'], mechanism_us=cost[k])
+        measure(opt_name, cfgs, data, convnet, rounds, lr, res)
     if out: Path(out).write_text(json.dumps(res, indent=1))
     return res
 
