@@ -16,5 +16,6 @@ from .adaptive import *
 from .stats import *
 from .schedules import *
 from .lr_find import *
+from .integration import *
 from .demo import *
 __all__ = [o for o in dir() if not o.startswith('_')] # re-export everything imported above

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math, fnmatch
 from fastai.basics import *
 from fastai.callback.fp16 import MixedPrecision
+from fastai.callback.schedule import LRFinder
 from fastai.optimizer import Optimizer, OptimWrapper
 
 # %% auto #0
@@ -241,7 +242,7 @@ class LayerRates:
             pn = _pnames(model)
             self._flat = [(p, pn.get(p, '?'), s) for s,pl in enumerate(self.slot_params) for p in pl]
             self._metas = {}
-        self.lrs,self._saved,self.stats = [],None,None
+        self.lrs,self._saved,self.stats,self.n_bad = [],None,None,None
         return self
 
     def mults(self, pct):
@@ -265,7 +266,7 @@ class LayerRates:
 
     def _meta(self):
         "The `TensorMeta` of the parameters that have a gradient now (cached per set of such parameters)"
-        gs = [p.grad for p,_,_ in self._flat]
+        gs = [p.grad if p.requires_grad else None for p,_,_ in self._flat]  # frozen tensors may keep a stale gradient
         key = tuple(i for i,g in enumerate(gs) if g is not None)
         if key not in self._metas:
             fl = [self._flat[i] for i in key]
@@ -340,8 +341,24 @@ class LayerRates:
                     torch._foreach_add_(st.meta.params, d)
             for p in self.tpols: p.after_tensor_step(st)
             for p in st.observers: p.record(st)
+            self._count_nonfinite(st)
         self.stats = None
         self.restore()
+
+    def _count_nonfinite(self, st):
+        "Count, on the device, the tensors whose gradient (or step) norm was not finite; read once per epoch by `check_finite`"
+        n = st._c.get('g_raw', st._c.get('g', st._c.get('d')))  # whatever norms the policies computed anyway
+        if n is None: return
+        bad = (~torch.isfinite(n)).sum()
+        self.n_bad = bad if self.n_bad is None else self.n_bad + bad
+
+    def check_finite(self, epoch):
+        "Raise `FloatingPointError` if any step of the epoch had a non-finite gradient (one host read per epoch)"
+        if self.n_bad is None: return
+        n,self.n_bad = int(self.n_bad),None
+        if n: raise FloatingPointError(
+            f"fastai_llr: {n} tensor-steps of epoch {epoch} had non-finite gradients, so the weights are no longer finite. "
+            "Lower the rate, clip the gradients (`GradClip`), or train with `MixedPrecision`, which skips such steps.")
 
     def cancel(self):
         "The step was cancelled after `before_step` (by a callback ordered after the policies)"
@@ -365,9 +382,34 @@ class LayerRates:
         self.learn,self.slot_params,self._flat,self._metas,self.stats = None,None,None,None,None
 
 # %% ../nbs/00_core.ipynb #4127ec77
+def _in_range_test(learn): return any(isinstance(cb, LRFinder) for cb in learn.cbs)
+
 class LayerRateCallback(Callback):
     "Base class of the layer-rate policies: group policies give `n_groups` and `group_mults(pct)`"
     order,run_valid,n_groups = LLR_ORDER,False,None
+    published = () # Attributes of the learner this callback sets (kept intact by a range test; the driver also sets `layer_rates`)
+    def __call__(self, event_name):
+        "Dispatch as fastai does; around a range test (`lr_find`) save and put back this callback's state and what it publishes"
+        if event_name=='before_fit': self._enter_fit()
+        res = super().__call__(event_name)
+        if event_name=='after_epoch' and getattr(self, 'driver', False) and not self.range_test: self.learn.layer_rates.check_finite(self.epoch)
+        if event_name=='after_fit': self._exit_fit()
+        return res
+    def _enter_fit(self):
+        self.range_test = _in_range_test(self.learn)
+        if self.range_test:
+            names = list(self.published) + (['layer_rates'] if self._policies()[0] is self else [])
+            pub = {k: getattr(self.learn, k) for k in names if hasattr(self.learn, k)}
+            self._stash = ({k:v for k,v in self.__dict__.items() if k not in ('learn','run')}, names, pub)
+    def _exit_fit(self):
+        st = self.__dict__.pop('_stash', None)
+        if st is None: return
+        own,names,pub = st
+        for k in [k for k in self.__dict__ if k not in own and k not in ('learn','run')]: delattr(self, k)
+        self.__dict__.update(own)
+        for k in names:
+            if k in pub: setattr(self.learn, k, pub[k])
+            elif hasattr(self.learn, k): delattr(self.learn, k)
     def resolve(self, opt, model): self.groups = resolve_groups(opt, model, self.n_groups); return self.groups
     def group_mults(self, pct): raise NotImplementedError
     def setup(self): pass
@@ -382,7 +424,7 @@ class LayerRateCallback(Callback):
             self.learn.layer_rates = LayerRates(pols).setup(self.learn)
         self.setup()
     def before_step(self):
-        if self.driver: self.learn.layer_rates.before_step(self.pct_train)
+        if self.driver: self.learn.layer_rates.before_step(0. if self.range_test else self.pct_train)  # a range test: the multipliers of the start of training
     def after_cancel_step(self):
         if self.driver: self.learn.layer_rates.cancel()
     def after_step(self):

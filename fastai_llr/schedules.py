@@ -196,12 +196,18 @@ class SnapshotEnsemble(Callback):
         epochs = sorted(int(e) for e in L(epochs))
         if not epochs or epochs[0] < 1: raise ValueError(f"`epochs` must be a non-empty list of epoch numbers >= 1, got {epochs!r}.")
         store_attr()
-    def before_fit(self): self.saved = {}
+    def before_fit(self):
+        self.range_test = any(isinstance(cb, LRFinder) for cb in self.learn.cbs)  # a range test saves nothing
+        if not self.range_test: self.saved = {}
+    def before_epoch(self): self.skipped = False
+    def after_cancel_epoch(self): self.skipped = True  # e.g. an epoch before `start_epoch` when resuming
     def after_epoch(self):
+        if self.range_test or self.skipped: return
         if self.epoch+1 in self.epochs:
             k = self.epochs.index(self.epoch+1)
             self.saved[k] = self.learn.save(f'{self.fname}_{k}', with_opt=False).stem
-    def after_fit(self): self.learn.snapshots = [self.saved[k] for k in sorted(self.saved)]
+    def after_fit(self):
+        if not self.range_test: self.learn.snapshots = [self.saved[k] for k in sorted(self.saved)]
 
 # %% ../nbs/04_schedules.ipynb #2da0b6f9
 @patch

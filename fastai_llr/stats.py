@@ -126,6 +126,7 @@ def plot_norms(self:GradClip, ax=None, figsize=None, log=True):
 class LayerStats(TensorRateCallback):
     "Record per layer and step the learning rate actually applied, weight/gradient/update norms and Adam's effective step sizes"
     stage = 'observe'
+    published = ('layer_stats',)
     def __init__(self,
         every:int=1, # Record every `every` steps
         per:str='tensor', # 'tensor' or 'group'
