@@ -17,5 +17,7 @@ from .stats import *
 from .schedules import *
 from .lr_find import *
 from .integration import *
+from .data import *
+from .compare import *
 from .demo import *
 __all__ = [o for o in dir() if not o.startswith('_')] # re-export everything imported above

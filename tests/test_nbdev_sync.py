@@ -20,5 +20,5 @@ def test_export_and_clean_leave_tree_unchanged(tmp_path):
         assert not changed, f"run nbdev-export and nbdev-clean, then commit: {changed} differ"
 
 def test_readme_is_generated_from_index():
-    r = subprocess.run([sys.executable, str(ROOT/'tools'/'build_readme.py'), '--check'], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, str(ROOT/'tools'/'docs.py'), 'readme', '--check'], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
