@@ -17,6 +17,7 @@ def _nb():
         v4.new_markdown_cell('Intro with a [link](https://host.example/lib/core.html#thing).\n\n::: {.callout-warning}\n## Careful\nThis is a callout.\n:::'),
         v4.new_code_cell('#| hide\nsecret = 1'),
         v4.new_code_cell('#| echo: false\n#| output: asis\nshow_doc(f)', outputs=[v4.new_output('execute_result', {'text/markdown': '### f\n\n*Docs of f*', 'text/plain': 'x'})]),
+        v4.new_code_cell('show_doc(Learner.fit)', outputs=[v4.new_output('execute_result', {'text/markdown': '### Learner.fit\n\nfits', 'text/plain': 'x'})]),
         v4.new_code_cell('x = 1\nprint(x)', outputs=[v4.new_output('stream', name='stdout', text='1\n')]),
         v4.new_code_cell('#| slow\nplot()', outputs=[v4.new_output('display_data', {'image/png': PNG, 'text/plain': '<Figure>'})]),
         v4.new_code_cell('df', outputs=[v4.new_output('execute_result', {'text/html': '<style>.x{}</style><table><tr><td>1</td></tr></table>', 'text/plain': 'df'})]),
@@ -30,8 +31,9 @@ def test_nb_to_md(tmp_path):
     assert '[link](core.html#thing)' in md                                   # API links point into the site
     assert '!!! warning "Careful"\n    This is a callout.' in md               # Quarto callout -> admonition
     assert 'secret' not in md                                                  # `#| hide`
-    assert '### f\n\n*Docs of f*' in md and 'show_doc(f)' not in md            # `echo: false` + `output: asis`
+    assert '### f {#f}\n\n*Docs of f*' in md and 'show_doc(f)' not in md      # `echo: false` + `output: asis`; nbdev's anchor
     assert '```python\nx = 1\nprint(x)\n```' in md and '```text\n1\n```' in md  # code and its stream output
+    assert '### Learner.fit {#learner.fit}' in md
     assert '#|' not in md                                                      # no directive is left
     assert '![](page_files/figure-1.png)' in md and (tmp_path/'page_files'/'figure-1.png').read_bytes()[:4] == b'\x89PNG'
     assert '<table><tr><td>1</td></tr></table>' in md and '<style>' not in md

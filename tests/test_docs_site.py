@@ -101,6 +101,8 @@ def test_site(site, driver):
             if obj in API.get(page, []):
                 for p in params: assert p in txt, f'{page}: parameter {p} of {obj} not shown'
         if page == 'cyclical.html': driver.save_screenshot(str(ART/'cyclical.png'))
+        if page == 'lr_find.html':  # nbdev's API links (`page.html#learner.method`) land on the entry
+            assert driver.execute_script("return document.getElementById('learner.lr_find_groups') !== null")
         own = {urlparse(a.get_attribute('href'))._replace(fragment='').geturl()
                for a in driver.find_elements(By.CSS_SELECTOR, 'nav.md-nav--primary a.md-nav__link[href]')}
         assert own <= set(pages) | {base}, f'{url}: sidebar links {own - set(pages)} outside the site'

@@ -48,6 +48,11 @@ def _callouts(md):
         return f'!!! {kind}{title}\n' + '\n'.join('    '+l for l in body) + '\n'
     return _CALLOUT.sub(rep, md)
 
+_API_HEAD = re.compile(r"^(#{2,4}) ([A-Za-z_][\w.]*)[ \t]*$", re.M)
+def _anchors(md):
+    "`show_doc` headings get the ids nbdev's links use (`Learner.fit_clr` -> `#learner.fit_clr`; MkDocs would drop the dot)"
+    return _API_HEAD.sub(lambda m: f"{m.group(1)} {m.group(2)} {{#{m.group(2).lower()}}}", md)
+
 def frontmatter(nb):
     "The YAML frontmatter nbdev's processors put in a raw first cell"
     c = nb.cells[0] if nb.cells else None
@@ -85,7 +90,7 @@ def nb_to_md(nb, img_dir:Path, img_url:str, link=lambda s: s, write_images=True)
                 html = re.sub(r'<style.*?</style>', '', data['text/html'], flags=re.S).strip()
                 if re.sub(r'</?div>|\s', '', html): parts.append(f'<div class="nb-output" markdown="0">\n{html}\n</div>')
                 continue
-            elif 'text/markdown' in data: parts.append(link(data['text/markdown'].strip())); continue
+            elif 'text/markdown' in data: parts.append(link(_anchors(data['text/markdown'].strip()))); continue
             elif 'text/plain' in data: txt = data['text/plain']
             else: continue
             txt = re.sub(r'\x1b\[[0-9;]*[A-Za-z]', '', txt).rstrip()
