@@ -6,18 +6,30 @@ Docs: https://fastai-llr.github.io/fastai_llr/compare.html.md"""
 
 # %% ../nbs/08_compare.ipynb #af63591e
 from __future__ import annotations
-import json, time, inspect
+import json, time, inspect, tempfile, functools, types
 from copy import deepcopy
 from fastai.basics import *
 from fastai.callback.schedule import *
 from fastprogress.fastprogress import progress_bar
 from .stats import LayerStats
+import fastai_llr.schedules  # the `Learner.fit_*` entry points a `TrainConfig` can name
 
 # %% auto #0
 __all__ = ['TrainConfig', 'Comparison', 'compare']
 
 # %% ../nbs/08_compare.ipynb #6fe236b2
 def _name(o): return getattr(o, '__name__', None) or type(o).__name__
+
+def _stable(o)->str:
+    "A description of a callback, optimizer function or value that is the same in every process: name and settings, no addresses"
+    if isinstance(o, functools.partial):
+        parts = [_stable(a) for a in o.args] + [f'{k}={_stable(v)}' for k,v in sorted(o.keywords.items())]
+        return f"{_stable(o.func)}({', '.join(parts)})"
+    if isinstance(o, (type, types.FunctionType, types.BuiltinFunctionType, types.MethodType)): return _name(o)
+    r = repr(o)
+    if ' at 0x' not in r and not isinstance(o, Callback): return r
+    attrs = [f'{k}={_stable(v)}' for k,v in sorted(vars(o).items()) if not k.startswith('_') and k not in ('learn','run')] if hasattr(o, '__dict__') else []
+    return f"{type(o).__name__}({', '.join(attrs)})"
 
 class TrainConfig:
     "One training setup of a comparison"
@@ -38,13 +50,18 @@ class TrainConfig:
         cbs = self.cbs() if callable(self.cbs) and not isinstance(self.cbs, Callback) else self.cbs
         return [deepcopy(c) for c in L(cbs)]
     def desc(self)->str:
-        "What identifies this setup in saved results"
+        "What identifies this setup in saved results: the schedule, rate, optimizer and callbacks with their settings"
         fit = self.fit if isinstance(self.fit, str) else _name(self.fit)
-        kw = ','.join(f'{k}={v!r}' for k,v in sorted(self.fit_kwargs.items()))
-        return f"{fit}(lr={self.lr!r}{','+kw if kw else ''}) opt={_name(self.opt_func)} wd={self.wd!r} cbs=[{', '.join(_name(c) for c in self.make_cbs())}]"
+        kw = ','.join(f'{k}={_stable(v)}' for k,v in sorted(self.fit_kwargs.items()))
+        return f"{fit}(lr={self.lr!r}{','+kw if kw else ''}) opt={_stable(self.opt_func)} wd={self.wd!r} cbs=[{', '.join(_stable(c) for c in self.make_cbs())}]"
     def run_fit(self, learn, epochs):
-        if callable(self.fit): self.fit(learn, epochs, self.lr)
-        else: getattr(learn, self.fit)(epochs, self.lr, **self.fit_kwargs)
+        "`fit(learn, epochs, lr, **fit_kwargs)`, or `learn.<fit>(epochs, lr_max=lr | lr=lr, **fit_kwargs)` (the rate by keyword)"
+        if callable(self.fit): return self.fit(learn, epochs, self.lr, **self.fit_kwargs)
+        m = getattr(learn, self.fit)
+        ps = inspect.signature(m).parameters
+        key = 'lr_max' if 'lr_max' in ps else 'lr' if 'lr' in ps else None
+        if key is None: raise TypeError(f"`Learner.{self.fit}` takes neither `lr_max` nor `lr`; pass a function as `fit`.")
+        m(epochs, **{key: self.lr}, **self.fit_kwargs)
     def __repr__(self): return f"TrainConfig({self.name!r}: {self.desc()})"
 
 # %% ../nbs/08_compare.ipynb #f1345421
@@ -167,12 +184,13 @@ def compare(configs:list, # `TrainConfig`s (names unique)
         if layer_stats:
             ls = LayerStats(every=1 if layer_stats is True else int(layer_stats), quantiles=())
             cbs.append(ls)
-        learn = Learner(dls, model, loss_func=loss_func or CrossEntropyLossFlat(), opt_func=c.opt_func, metrics=metric,
-                        wd=c.wd, cbs=cbs, path=tempfile.mkdtemp())
-        set_seed(s)
-        t0 = time.perf_counter()
-        with learn.no_bar(), learn.no_logging(): c.run_fit(learn, epochs)
-        dt = time.perf_counter() - t0
+        with tempfile.TemporaryDirectory() as tmp:  # what the fit saves (e.g. snapshots) goes away with the run
+            learn = Learner(dls, model, loss_func=loss_func or CrossEntropyLossFlat(), opt_func=c.opt_func, metrics=metric,
+                            wd=c.wd, cbs=cbs, path=tmp)
+            set_seed(s)
+            t0 = time.perf_counter()
+            with learn.no_bar(), learn.no_logging(): c.run_fit(learn, epochs)
+            dt = time.perf_counter() - t0
         vals = learn.recorder.values
         hist = [float(v[2]) for v in vals]
         rec = dict(config=c.name, seed=s, desc=c.desc(), epochs=epochs, metric=mname, history=hist,

@@ -346,10 +346,10 @@ class LayerRates:
         self.restore()
 
     def _count_nonfinite(self, st):
-        "Count, on the device, the tensors whose gradient (or step) norm was not finite; read once per epoch by `check_finite`"
+        "Count, on the device, the tensors whose gradient (or step) norm was NaN; read once per epoch by `check_finite`"
         n = st._c.get('g_raw', st._c.get('g', st._c.get('d')))  # whatever norms the policies computed anyway
         if n is None: return
-        bad = (~torch.isfinite(n)).sum()
+        bad = torch.isnan(n).sum()  # NaN, not inf: a 2-norm of large finite values can overflow to inf (fp16 above 65504)
         self.n_bad = bad if self.n_bad is None else self.n_bad + bad
 
     def check_finite(self, epoch):
@@ -357,7 +357,8 @@ class LayerRates:
         if self.n_bad is None: return
         n,self.n_bad = int(self.n_bad),None
         if n: raise FloatingPointError(
-            f"fastai_llr: {n} tensor-steps of epoch {epoch} had non-finite gradients, so the weights are no longer finite. "
+            f"fastai_llr: {n} tensor-steps of epoch {epoch} had NaN gradients (an infinite gradient makes the next ones NaN), "
+            "so the weights they updated are no longer finite. "
             "Lower the rate, clip the gradients (`GradClip`), or train with `MixedPrecision`, which skips such steps.")
 
     def cancel(self):
@@ -391,16 +392,19 @@ class LayerRateCallback(Callback):
     def __call__(self, event_name):
         "Dispatch as fastai does; around a range test (`lr_find`) save and put back this callback's state and what it publishes"
         if event_name=='before_fit': self._enter_fit()
-        res = super().__call__(event_name)
+        try: res = super().__call__(event_name)
+        finally:
+            if event_name=='after_fit': self._exit_fit()
         if event_name=='after_epoch' and getattr(self, 'driver', False) and not self.range_test: self.learn.layer_rates.check_finite(self.epoch)
-        if event_name=='after_fit': self._exit_fit()
         return res
     def _enter_fit(self):
-        self.range_test = _in_range_test(self.learn)
-        if self.range_test:
+        self.__dict__.pop('_stash', None)  # left by a range test that was interrupted (an error skips `after_fit`)
+        rt = _in_range_test(self.learn)
+        if rt:
             names = list(self.published) + (['layer_rates'] if self._policies()[0] is self else [])
             pub = {k: getattr(self.learn, k) for k in names if hasattr(self.learn, k)}
             self._stash = ({k:v for k,v in self.__dict__.items() if k not in ('learn','run')}, names, pub)
+        self.range_test = rt
     def _exit_fit(self):
         st = self.__dict__.pop('_stash', None)
         if st is None: return

@@ -88,7 +88,8 @@ class RangeTests:
             d['range_min'],d['range_max'] = paired_range(d['steep'], d['minimum'], range_div)
             rows.append(d)
         self.suggestions = pd.DataFrame(rows)
-        self.n_fallback = int((self.suggestions['range_min'] != self.suggestions['steep']).sum())
+        sg = self.suggestions
+        self.n_fallback = int(((sg['range_min'] != sg['steep']) & sg['minimum'].notna()).sum())
     def summary(self)->pd.DataFrame:
         "Median and quantiles of each suggestion over the runs"
         q = self.suggestions.quantile([self.quantiles[0], .5, self.quantiles[-1]])
@@ -297,7 +298,9 @@ def lr_find_groups(self:Learner,
     if made: self.opt = None
     groups = list(range(lg.n)) if groups is None else list(groups)
     if not groups or any(not 0 <= g < lg.n for g in groups): raise ValueError(f"`groups` must be indices in [0, {lg.n}), got {groups!r}.")
-    res = GroupRangeTests({lg.names[g]: self.lr_find_repeated(show_plot=False, cbs=GroupRangeTest(g, hold_lr, n_groups), **kwargs)
-                           for g in groups}, hold_lr)
+    names = [lg.names[g] for g in groups]
+    if len(set(names)) < len(names): names = [f'{g}: {n}' for g,n in zip(groups, names)]  # e.g. a weights/biases splitter
+    res = GroupRangeTests({k: self.lr_find_repeated(show_plot=False, cbs=GroupRangeTest(g, hold_lr, n_groups), **kwargs)
+                           for k,g in zip(names, groups)}, hold_lr)
     if show_plot: res.plot()
     return res

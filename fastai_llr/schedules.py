@@ -130,10 +130,14 @@ def _n_iter(learn, n_epoch):
 def fit_clr(self:Learner, n_epoch, lr_max=None, div=10., cycle_epochs=2, mode='triangular', gamma=1., moms=(.95,.85), snapshots:bool=False, cbs=None, **kwargs):
     "Fit with a cyclical rate between `lr_max/div` and `lr_max`, cycles of `cycle_epochs` epochs (half up, half down), momentum cycling inversely; `snapshots` saves the weights at each cycle's end"
     lr,n = _lr_max(self, lr_max),_n_iter(self, n_epoch)
-    up = max(1, round(cycle_epochs*len(self.dls.train)/2))
-    scheds = {'lr': SchedCLR(lr/div, lr, up, n, mode=mode, gamma=gamma)}
-    if moms is not None: scheds['mom'] = SchedCLRMom(min(moms), max(moms), up, n, mode=mode, gamma=gamma)
-    if snapshots: cbs = L(cbs) + SnapshotEnsemble(list(range(cycle_epochs, n_epoch+1, cycle_epochs)))
+    total = max(2, round(cycle_epochs*len(self.dls.train)))  # a cycle is a whole number of iterations: up half, down the rest
+    up,down = total//2,total - total//2
+    scheds = {'lr': SchedCLR(lr/div, lr, up, n, down, mode=mode, gamma=gamma)}
+    if moms is not None: scheds['mom'] = SchedCLRMom(min(moms), max(moms), up, n, down, mode=mode, gamma=gamma)
+    if snapshots:
+        if int(cycle_epochs) != cycle_epochs or n_epoch < cycle_epochs:
+            raise ValueError(f"`snapshots` needs whole cycles: an integer `cycle_epochs` <= n_epoch, got {cycle_epochs} and {n_epoch}.")
+        cbs = L(cbs) + SnapshotEnsemble(list(range(int(cycle_epochs), n_epoch+1, int(cycle_epochs))))
     self.fit(n_epoch, cbs=ParamScheduler(scheds)+L(cbs), **kwargs)
 
 @patch
