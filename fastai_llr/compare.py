@@ -197,8 +197,6 @@ def compare(configs:list, # `TrainConfig`s (names unique)
                    valid_loss=[float(v[1]) for v in vals], final=hist[-1] if hist else float('nan'),
                    best=(max(hist) if higher_is_better else min(hist)) if hist else float('nan'),
                    final_valid_loss=float(vals[-1][1]) if vals else float('nan'), time_s=dt, n_batches=len(dls.train))
-        e = _to_target(hist, target, higher_is_better)
-        rec['epochs_to_target'],rec['steps_to_target'] = e,(None if e is None else e*len(dls.train))
         r_df = None
         if ls is not None:
             r_df = learn.layer_stats.groupby(['step','layer'], sort=False)['lr'].first().reset_index()

@@ -55,6 +55,10 @@ def _reinit(model, seed):
         if hasattr(m, 'reset_parameters'): m.reset_parameters()
 
 # %% ../nbs/05_lr_find.ipynb #c7244288
+def _zoom(ax, lo, hi):
+    "Limit the loss axis to [lo, hi] with margins, when both are finite"
+    if np.isfinite(lo) and np.isfinite(hi) and hi > lo: ax.set_ylim(lo - .05*(hi-lo), hi + .3*(hi-lo))
+
 def _suggest(f, lrs, losses, num_it):
     "fastai's suggestion `f`, or NaN where a (diverged, short) run gives it too few points"
     try: return float(f(lrs, losses, num_it)[0])
@@ -105,8 +109,7 @@ class RangeTests:
         med = self.suggestions.median()
         for k,c in zip(('valley','slide','minimum','steep'), ('C1','C2','C3','C4')): ax.axvline(med[k], color=c, ls='--', lw=1, label=f'{k} {med[k]:.1e}')
         ax.set_xscale('log'); ax.set_xlabel('learning rate'); ax.set_ylabel('loss')
-        lo,hi = np.nanquantile(self.band[0], .01),np.nanquantile(self.band[-1], .6)
-        if np.isfinite(lo) and np.isfinite(hi) and hi > lo: ax.set_ylim(lo - .05*(hi-lo), hi + .3*(hi-lo))
+        _zoom(ax, np.nanquantile(self.band[0], .01), np.nanquantile(self.band[-1], .6))
         ax.legend(fontsize='x-small')
         return ax
     def plot_suggestions(self, ax=None, figsize=None):
@@ -194,8 +197,7 @@ class Sweep:
         elif ax is None: _,ax = plt.subplots(figsize=figsize or (7,4))
         for v,t in self.tests.items(): ax.plot(t.lrs, t.median, label=f'{self.name}={v:g}')
         ax.set_xscale('log'); ax.set_xlabel('learning rate'); ax.set_ylabel('loss (median, smoothed)')
-        lo = min(np.nanmin(t.median) for t in self.tests.values()); hi = max(np.nanquantile(t.median, .5) for t in self.tests.values())
-        if np.isfinite(lo) and np.isfinite(hi) and hi > lo: ax.set_ylim(lo - .05*(hi-lo), hi + .3*(hi-lo))
+        _zoom(ax, min(np.nanmin(t.median) for t in self.tests.values()), max(np.nanquantile(t.median, .5) for t in self.tests.values()))
         ax.legend(fontsize='x-small')
         if self.name=='bs':
             s = self.summary()
@@ -274,8 +276,7 @@ class GroupRangeTests:
             ax.plot(t.lrs, t.median, color=f'C{i}', label=k)
             ax.axvline(t.suggestions['valley'].median(), color=f'C{i}', ls='--', lw=1)
             lo.append(np.nanmin(t.median)); hi.append(np.nanquantile(t.median, .6))
-        lo,hi = min(lo),max(hi)
-        if np.isfinite(lo) and np.isfinite(hi) and hi > lo: ax.set_ylim(lo - .05*(hi-lo), hi + .3*(hi-lo))
+        _zoom(ax, min(lo), max(hi))
         ax.set_xscale('log'); ax.set_xlabel("the swept group's rate"); ax.set_ylabel('loss (median, smoothed)')
         ax.set_title(f'other groups held at {self.hold_lr:.1e}; dashed: valley', fontsize='small'); ax.legend(fontsize='x-small')
         return ax

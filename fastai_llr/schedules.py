@@ -10,6 +10,7 @@ import math
 from fastai.basics import *
 from fastai.callback.schedule import *
 from copy import deepcopy
+from .core import _in_range_test
 
 # %% auto #0
 __all__ = ['SchedCLR', 'SchedCLRMom', 'SchedSGDR', 'SchedREX', 'SchedStep', 'SchedSTLR', 'SchedOneCyclePlateau', 'SchedLinDecay',
@@ -201,7 +202,7 @@ class SnapshotEnsemble(Callback):
         if not epochs or epochs[0] < 1: raise ValueError(f"`epochs` must be a non-empty list of epoch numbers >= 1, got {epochs!r}.")
         store_attr()
     def before_fit(self):
-        self.range_test = any(isinstance(cb, LRFinder) for cb in self.learn.cbs)  # a range test saves nothing
+        self.range_test = _in_range_test(self.learn)  # a range test saves nothing
         if not self.range_test: self.saved = {}
     def before_epoch(self): self.skipped = False
     def after_cancel_epoch(self): self.skipped = True  # e.g. an epoch before `start_epoch` when resuming

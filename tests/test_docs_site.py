@@ -23,13 +23,12 @@ def _browser():
     "Make sure Debian's Chromium and ChromeDriver are there (install them if we are root), or skip"
     if not (Path(CHROMIUM).exists() and Path(DRIVER).exists()):
         if os.geteuid() != 0 or not shutil.which('apt-get'): pytest.skip('no Chromium: install Debian packages chromium and chromium-driver')
-        for cmd in (['apt-get', 'install', '-y', '-q', 'chromium', 'chromium-driver'], ['apt-get', 'update', '-q']):
-            r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, 'DEBIAN_FRONTEND': 'noninteractive'})
-            if cmd[1] == 'install' and r.returncode == 0: break
-        else:
-            r = subprocess.run(['apt-get', 'install', '-y', '-q', 'chromium', 'chromium-driver'], capture_output=True, text=True,
-                               env={**os.environ, 'DEBIAN_FRONTEND': 'noninteractive'})
-            if r.returncode: pytest.skip(f'could not install Chromium with apt-get: {r.stderr[-500:]}')
+        env = {**os.environ, 'DEBIAN_FRONTEND': 'noninteractive'}
+        install = lambda: subprocess.run(['apt-get', 'install', '-y', '-q', 'chromium', 'chromium-driver'], capture_output=True, text=True, env=env)
+        r = install()
+        if r.returncode:  # a stale package index: refresh it once
+            subprocess.run(['apt-get', 'update', '-q'], capture_output=True, env=env); r = install()
+        if r.returncode: pytest.skip(f'could not install Chromium with apt-get: {r.stderr[-500:]}')
     webdriver = pytest.importorskip('selenium.webdriver', reason='selenium is in the dev extras')
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
