@@ -19,6 +19,8 @@ from fastai.basics import *
 from fastai.callback.schedule import *
 from fastai.optimizer import Larc
 from fastai_llr.all import *
+import sys; sys.path.insert(0, str(Path(__file__).parent))
+from common import mechanism_time
 
 def convnet(seed=0):
     torch.manual_seed(seed)
@@ -68,27 +70,15 @@ def interleave(configs, data, model_fn, rounds, ev, lr):
 def _none(): return []
 
 def mechanism_cost(configs, data, model_fn, lr, n=200, blocks=10):
-    """Host time of the layer-rate mechanism alone (the policies' `before_step` + `after_step`, no optimizer step),
+    """Host time of the layer-rate mechanism alone (`LayerRates._step` with a no-op optimizer step),
     in a tight loop on one batch's gradients. Returns name -> median µs per step (0 without policies)."""
     res = {}
     for k,(of,cf) in configs.items():
         pols = cf()
         if not pols: res[k] = 0.; continue
         l = Learner(data, model_fn(), loss_func=CrossEntropyLossFlat(), opt_func=of)
-        with l.no_bar(), l.no_logging(): l.fit(1, lr, cbs=pols)
-        xb,yb = data.one_batch(); l.loss_func(l.model(xb), yb).backward()
-        for c in pols: c.learn = l  # `fit(cbs=...)` detached them; their per-fit lists are still there
-        mech = l.layer_rates = LayerRates(pols).setup(l)
-        l.train_iter,ts = 0,[]
-        def one():
-            mech.before_step(.5); mech.after_step(); l.train_iter += 1
-        for _ in range(20): one()
-        for b in range(blocks):
-            t0 = time.perf_counter()
-            for _ in range(n//blocks): one()
-            ts.append((time.perf_counter()-t0)/(n//blocks))
-        mech.cleanup()
-        res[k] = 1e6*statistics.median(ts)
+        with l.no_bar(), l.no_logging(): l.fit(1, lr, cbs=pols)  # warm optimizer and policy state
+        res[k] = mechanism_time(l, cf(), n, blocks)
     return res
 
 def measure(title, cfgs, data, model_fn, rounds, lr, res):

@@ -5,12 +5,15 @@ the machine affect all of them alike; the report gives the ratio of median epoch
 Run: python benchmarks/step_time.py [--rounds 15] [--batches 40] [--json out.json]
 """
 import argparse, json, random, time, statistics
+from copy import deepcopy
 from functools import partial
 import torch
 from torch import nn
 from fastai.basics import *
 from fastai.callback.schedule import *
 from fastai_llr.all import *
+import sys; sys.path.insert(0, str(Path(__file__).parent))
+from common import mechanism_time
 
 def convnet(seed=0):
     "A small 2-D convnet: 4 conv-BN-ReLU layers and a linear head (9 parameter-bearing layers)"
@@ -68,17 +71,10 @@ def main(rounds=15, n_batches=40, out=None):
         med,st = statistics.median(ts),statistics.median(steps[k].ts)
         rows.append(dict(config=k, ms_per_step=1e3*st, step_ratio=st/base_step, epoch_ratio=med/base))
         print(f"{k:40s} {1e3*st:14.2f} {st/base_step:10.3f} {med/base:11.3f}")
-    print("\nHost-side cost of the mechanism alone (before_step + restore, 5000 calls), relative to the baseline step:")
+    print("\nHost-side cost of the mechanism alone (LayerRates._step with a no-op optimizer step, 5000 calls), relative to the baseline step:")
     for k,(l,cbs) in learners.items():
         if cbs is None: continue
-        pols = list(cbs) if isinstance(cbs, list) else [cbs]
-        for c in pols: c.learn = l
-        mech = LayerRates(pols).setup(l)
-        l.train_iter,n = 0,5000
-        t0 = time.perf_counter()
-        for i in range(n): mech.before_step(i/n); mech.restore()
-        us = 1e6*(time.perf_counter()-t0)/n
-        mech.cleanup()
+        us = mechanism_time(l, [deepcopy(c) for c in (cbs if isinstance(cbs, list) else [cbs])], 5000)
         row = next(r for r in rows if r['config']==k); row['mechanism_us_per_step'] = us
         print(f"{k:40s} {us:8.1f} µs/step = {100*us/(1e3*row['ms_per_step']):.3f}% of a step")
     if out: Path(out).write_text(json.dumps(rows, indent=1))

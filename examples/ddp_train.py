@@ -36,7 +36,7 @@ def main(out, epochs=2):
     w = learn.model.state_dict()
     torch.save(dict(weights={k:v.cpu() for k,v in w.items()}, moved=any(not torch.equal(w[k], w0[k]) for k in w if w[k].is_floating_point()),
                     lrs=torch.tensor(pols['cyc'].lrs),
-                    larc=torch.stack(pols['larc'].hist), mad=torch.stack(pols['mad'].hist),
+                    larc=pols['larc'].hist, mad=pols['mad'].hist,
                     clip=pols['clip'].norms,
                     stats=learn.layer_stats, ys=torch.cat(seen.ys), world=num_distrib()), out/f'rank{r}.pt')
     print(f'rank {r} of {num_distrib()}: done, {len(seen.ys)} batches', flush=True)

@@ -7,9 +7,10 @@ Docs: https://fastai-llr.github.io/fastai_llr/all.html.md"""
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/99_all.ipynb #26cc4940
+# %% ../nbs/99_all.ipynb #352552ca
 from fastai.basics import *
 from fastai.callback.schedule import *
+from .checks import *
 from .core import *
 from .cyclical import *
 from .adaptive import *

@@ -240,16 +240,17 @@ def lr_find_bs_sweep(self:Learner, bss=(32, 64, 128, 256), show_plot=True, **kwa
     if any(b < 1 for b in bss): raise ValueError(f"Batch sizes must be >= 1, got {bss}.")
     return _sweep(self, 'bs', bss, 'dls', _with_bs, show_plot, kwargs)
 
-# %% ../nbs/05_lr_find.ipynb #7caec988
-from .core import LayerRateCallback, resolve_groups
+# %% ../nbs/05_lr_find.ipynb #8b08027a
+from .core import LayerRatePolicy, resolve_groups
 
-class GroupRangeTest(LayerRateCallback):
+class GroupRangeTest(LayerRatePolicy):
     "Layer-rate policy for a range test: every group but `group` is held at `hold_lr` while the test sweeps the rate"
     def __init__(self, group:int, # The group whose rate is swept
                  hold_lr:float, # The rate of every other group
                  n_groups:int=None): # Layer groups (default: the optimizer's)
         store_attr()
     def setup(self):
+        super().setup()
         if not 0 <= self.group < self.groups.n: raise ValueError(f"`group` must be in [0, {self.groups.n}), got {self.group}.")
     def group_mults(self, pct):
         lr = self.opt.hypers[-1]['lr']  # the range test's rate at this step (a host float)

@@ -11,23 +11,37 @@ from fastai.basics import *
 from fastai.callback.schedule import *
 from copy import deepcopy
 from .core import _in_range_test
+from .checks import check_real, check_int, check_choice, check_reals
 
 # %% auto #0
 __all__ = ['SchedCLR', 'SchedCLRMom', 'SchedSGDR', 'SchedREX', 'SchedStep', 'SchedSTLR', 'SchedOneCyclePlateau', 'SchedLinDecay',
            'plot_lr_sched', 'SnapshotEnsemble']
 
 # %% ../nbs/04_schedules.ipynb #dd100b6e
-def _check_rates(**kw):
-    for k,v in kw.items():
-        a = np.asarray(v, dtype=float)
-        if not np.all(np.isfinite(a)) or np.any(a <= 0): raise ValueError(f"`{k}` must be > 0 and finite, got {v!r}.")
+def _rate(v, name, lo=0, lo_open=True, **kw):
+    "Check a rate, a multiplier or a momentum: a number, or one per parameter group (a sequence); a Python float or a float array"
+    if isinstance(v, (list, tuple, L)) or (isinstance(v, (np.ndarray, Tensor)) and v.ndim > 0):
+        return np.array(check_reals(v, name, lo=lo, lo_open=lo_open, **kw))
+    return check_real(v, name, lo=lo, lo_open=lo_open, **kw)
+
+def _le(a, b, na, nb):
+    "Check `a <= b`, numbers or one per parameter group"
+    try: ok = bool(np.all(np.asarray(a) <= np.asarray(b)))
+    except ValueError: raise ValueError(f"`{na}` and `{nb}` must give the same number of parameter groups, got {a!r} and {b!r}.") from None
+    if not ok: raise ValueError(f"`{na}` must be <= `{nb}`, got {a!r} and {b!r}.")
+
+_DECAY = "A value above 1 would take the rate past `lr_max`."
+_MOM = dict(lo=0, lo_open=False, hi=1, hi_open=True)  # momentums (or Adam's beta1) lie in [0, 1)
 
 class SchedCLR:
-    "Cyclical learning rate (Smith 2015): 'triangular', 'triangular2' (peak halves every cycle) or 'exp_range' (peak × gamma^iteration)"
+    "Cyclical learning rate (Smith 2015): 'triangular', 'triangular2' (peak halves every cycle) or 'exp_range' (peak × gamma^iteration, 0 < gamma <= 1)"
     def __init__(self, base_lr, max_lr, step_size_up:int, n_iter:int, step_size_down:int=None, mode:str='triangular', gamma:float=1.):
-        if mode not in ('triangular','triangular2','exp_range'): raise ValueError(f"`mode` must be 'triangular', 'triangular2' or 'exp_range', got {mode!r}.")
-        _check_rates(base_lr=base_lr, max_lr=max_lr)
-        if step_size_up < 1 or n_iter < 1: raise ValueError("`step_size_up` and `n_iter` must be >= 1.")
+        check_choice(mode, 'mode', ('triangular','triangular2','exp_range'))
+        base_lr,max_lr = _rate(base_lr, 'base_lr'),_rate(max_lr, 'max_lr')
+        _le(base_lr, max_lr, 'base_lr', 'max_lr')
+        step_size_up,n_iter = check_int(step_size_up, 'step_size_up', lo=1),check_int(n_iter, 'n_iter', lo=1)
+        step_size_down = check_int(step_size_down, 'step_size_down', lo=0, none_ok=True)
+        gamma = check_real(gamma, 'gamma', lo=0, lo_open=True, hi=1, hint=_DECAY)
         store_attr()
         self.step_size_down = step_size_up if step_size_down is None else step_size_down
     def _scale(self, it):
@@ -47,17 +61,21 @@ class SchedCLRMom(SchedCLR):
     "The momentum that goes with `SchedCLR`: cycles inversely, from `max_mom` down to `base_mom` at the rate's peak"
     def __init__(self, base_mom, max_mom, step_size_up, n_iter, step_size_down=None, mode='triangular', gamma=1.):
         super().__init__(1., 2., step_size_up, n_iter, step_size_down, mode, gamma)
-        self.base_mom,self.max_mom = base_mom,max_mom
+        self.base_mom,self.max_mom = _rate(base_mom, 'base_mom', **_MOM),_rate(max_mom, 'max_mom', **_MOM)
+        _le(self.base_mom, self.max_mom, 'base_mom', 'max_mom')
     def __call__(self, pct):
         f,amp = self._scale(round(pct*self.n_iter))
         return self.max_mom - (self.max_mom-self.base_mom)*f*amp
 
 # %% ../nbs/04_schedules.ipynb #dbaccf63
 class SchedSGDR:
-    "Cosine annealing with warm restarts (Loshchilov & Hutter 2017): cycles of `cycle_len` iterations growing by `cycle_mult`, peaks × `decay` per restart"
+    "Cosine annealing with warm restarts (Loshchilov & Hutter 2017): cycles of `cycle_len` iterations growing by `cycle_mult` (integers), peaks × `decay` (0 < decay <= 1) per restart, down to `lr_min`"
     def __init__(self, lr_max, cycle_len:int, n_iter:int, cycle_mult:int=1, lr_min=0., decay:float=1.):
-        _check_rates(lr_max=lr_max)
-        if cycle_len < 1 or cycle_mult < 1: raise ValueError("`cycle_len` and `cycle_mult` must be >= 1.")
+        lr_max,lr_min = _rate(lr_max, 'lr_max'),_rate(lr_min, 'lr_min', lo_open=False)
+        _le(lr_min, lr_max, 'lr_min', 'lr_max')
+        cycle_len,n_iter = check_int(cycle_len, 'cycle_len', lo=1),check_int(n_iter, 'n_iter', lo=1)
+        cycle_mult = check_int(cycle_mult, 'cycle_mult', lo=1)
+        decay = check_real(decay, 'decay', lo=0, lo_open=True, hi=1, hint=_DECAY)
         store_attr()
     def __call__(self, pct):
         t,T,k = pct*self.n_iter,self.cycle_len,0
@@ -67,17 +85,27 @@ class SchedSGDR:
 
 class SchedREX:
     "REX (Chen et al. 2021), the paper's profile: `lr_max * (1-p) / (1/2 + (1-p)/2)`"
-    def __init__(self, lr_max): _check_rates(lr_max=lr_max); self.lr_max = lr_max
+    def __init__(self, lr_max): self.lr_max = _rate(lr_max, 'lr_max')
     def __call__(self, pct): return self.lr_max*(1-pct)/(.5 + (1-pct)/2)
 
 class SchedStep:
-    "Step decay: × `factor` at each of `pcts` (Smith's suggestion: 0.1 at 50%, 75% and 90%)"
-    def __init__(self, lr_max, pcts=(.5,.75,.9), factor=.1): _check_rates(lr_max=lr_max); store_attr()
+    "Step decay: × `factor` (0 < factor <= 1) at each of `pcts` (fractions of training in (0, 1); Smith's suggestion: 0.1 at 50%, 75% and 90%)"
+    def __init__(self, lr_max, pcts=(.5,.75,.9), factor=.1):
+        self.lr_max = _rate(lr_max, 'lr_max')
+        self.pcts = tuple(check_reals(pcts, 'pcts', lo=0, lo_open=True, hi=1, hi_open=True))
+        self.factor = check_real(factor, 'factor', lo=0, lo_open=True, hi=1,
+            hint="Each step multiplies the rate by `factor` (0.1 divides it by 10); above 1 the rate would grow past `lr_max`.")
     def __call__(self, pct): return self.lr_max*self.factor**sum(pct >= p for p in self.pcts)
 
 class SchedSTLR:
-    "Slanted triangular rate (Howard & Ruder 2018, ULMFiT): linear up for `cut_frac` of training, then linear down; `ratio` = peak / lowest"
-    def __init__(self, lr_max, n_iter:int, cut_frac=.1, ratio=32.): _check_rates(lr_max=lr_max); store_attr()
+    "Slanted triangular rate (Howard & Ruder 2018, ULMFiT): linear up for `cut_frac` of training, then linear down; `ratio` = peak / lowest (>= 1)"
+    def __init__(self, lr_max, n_iter:int, cut_frac=.1, ratio=32.):
+        self.lr_max,self.n_iter = _rate(lr_max, 'lr_max'),check_int(n_iter, 'n_iter', lo=1)
+        self.cut_frac = check_real(cut_frac, 'cut_frac', lo=0, lo_open=True, hi=1, hi_open=True)
+        self.ratio = check_real(ratio, 'ratio', lo=1)
+        if math.floor(self.n_iter*self.cut_frac) < 1: raise ValueError(
+            f"`cut_frac` must leave at least one iteration going up, got `cut_frac` * `n_iter` = {self.cut_frac} * {self.n_iter} < 1"
+            " (`n_iter` is `n_epoch` × batches per epoch in `fit_stlr`): raise `cut_frac` or train longer.")
     def __call__(self, pct):
         t,T = round(pct*self.n_iter),self.n_iter
         cut = math.floor(T*self.cut_frac)
@@ -85,11 +113,12 @@ class SchedSTLR:
         return self.lr_max*(1 + p*(self.ratio-1))/self.ratio
 
 class SchedOneCyclePlateau:
-    "1cycle with a plateau at the peak (Gugger's variant): cosine up until `pct_start`, flat for `pct_plateau`, cosine down"
+    "1cycle with a plateau at the peak (Gugger's variant): cosine up from `lr_max/div` until `pct_start`, flat for `pct_plateau`, cosine down to `lr_max/div_final` (`div`, `div_final` >= 1, `inf` for 0)"
     def __init__(self, lr_max, pct_start=.25, pct_plateau=.25, div=25., div_final=1e5):
-        _check_rates(lr_max=lr_max)
-        if pct_start + pct_plateau > 1: raise ValueError("`pct_start + pct_plateau` must be <= 1.")
-        store_attr()
+        self.lr_max = _rate(lr_max, 'lr_max')
+        self.pct_start,self.pct_plateau = check_real(pct_start, 'pct_start', lo=0, hi=1),check_real(pct_plateau, 'pct_plateau', lo=0, hi=1)
+        if self.pct_start + self.pct_plateau > 1: raise ValueError(f"`pct_start + pct_plateau` must be <= 1, got {self.pct_start} + {self.pct_plateau}.")
+        self.div,self.div_final = check_real(div, 'div', lo=1, finite=False),check_real(div_final, 'div_final', lo=1, finite=False)
     def __call__(self, pct):
         lo,hi,end = self.lr_max/self.div,self.lr_max,self.lr_max/self.div_final
         if pct < self.pct_start: return sched_cos(lo, hi, pct/self.pct_start)
@@ -98,8 +127,8 @@ class SchedOneCyclePlateau:
         return sched_cos(hi, end, (pct-b)/(1-b)) if b < 1 else hi
 
 class SchedLinDecay:
-    "Linear decay from `lr_max` to `lr_end`"
-    def __init__(self, lr_max, lr_end=0.): _check_rates(lr_max=lr_max); store_attr()
+    "Linear decay from `lr_max` to `lr_end` (>= 0; above `lr_max` it rises, e.g. as a `CyclicalLLR` multiplier)"
+    def __init__(self, lr_max, lr_end=0.): self.lr_max,self.lr_end = _rate(lr_max, 'lr_max'),_rate(lr_end, 'lr_end', lo_open=False)
     def __call__(self, pct): return self.lr_max + (self.lr_end-self.lr_max)*pct
 
 # %% ../nbs/04_schedules.ipynb #419df226
@@ -107,6 +136,10 @@ def plot_lr_sched(scheds:dict, # name -> schedule (callable of pct)
                   n_iter:int=200, # Points (iterations) to preview
                   ax=None, figsize=None, log=False):
     "Preview schedules over iterations before training"
+    if not isinstance(scheds, dict) or not scheds: raise TypeError(f"`scheds` must be a non-empty dict of name -> schedule, got {scheds!r}.")
+    for k,s in scheds.items():
+        if not callable(s): raise TypeError(f"`scheds[{k!r}]` must be a schedule (a callable of the training progress), got {s!r}.")
+    n_iter = check_int(n_iter, 'n_iter', lo=1)
     if ax is None: _,ax = plt.subplots(figsize=figsize or (6,4))
     xs = np.arange(n_iter)
     for k,s in scheds.items(): ax.plot(xs, [float(np.mean(s(i/n_iter))) for i in xs], label=k)
@@ -116,67 +149,97 @@ def plot_lr_sched(scheds:dict, # name -> schedule (callable of pct)
     return ax
 
 # %% ../nbs/04_schedules.ipynb #d0403fc7
+def _check_lr(lr, name):
+    "A peak rate as `Learner.fit` takes it: a number, a `slice` or one per parameter group, each finite and > 0"
+    if isinstance(lr, slice):
+        if lr.step is not None: raise ValueError(f"`{name}` as a slice takes no step, got {lr!r}.")
+        return slice(check_real(lr.start, f'{name}.start', lo=0, lo_open=True, none_ok=True), check_real(lr.stop, f'{name}.stop', lo=0, lo_open=True))
+    return check_reals(lr, name, lo=0, lo_open=True)
+
 def _lr_max(learn, lr):
+    "The peak rate of each parameter group that `lr` (default `learn.lr`) gives, as `Learner.fit` sets it; checked, the hyper-parameters left as they were"
+    lr = _check_lr(learn.lr, 'learn.lr') if lr is None else _check_lr(lr, 'lr_max')
     if learn.opt is None: learn.create_opt()
-    learn.opt.set_hyper('lr', learn.lr if lr is None else lr)
+    n = len(learn.opt.param_lists)
+    if isinstance(lr, list) and len(lr) not in (1, n): raise ValueError(f"`lr_max` must give one rate, or one per parameter group ({n}), got {len(lr)}.")
+    old = [h['lr'] for h in learn.opt.hypers]
+    learn.opt.set_hyper('lr', lr)
     v = np.array([h['lr'] for h in learn.opt.hypers])
-    _check_rates(lr=v)
+    learn.opt.set_hyper('lr', old)
     return v
 
 def _n_iter(learn, n_epoch):
-    if n_epoch < 1: raise ValueError(f"`n_epoch` must be >= 1, got {n_epoch}.")
-    return n_epoch*len(learn.dls.train)
+    "Check `n_epoch`; with the number of training iterations it makes"
+    n_epoch = check_int(n_epoch, 'n_epoch', lo=1)
+    if not len(learn.dls.train): raise ValueError("The training `DataLoader` has no batch (fewer items than `bs`, with `drop_last=True`?): there is nothing to schedule.")
+    return n_epoch,n_epoch*len(learn.dls.train)
+
+def _moms(moms, n=None):
+    if moms is None: return None
+    moms = check_reals(moms, 'moms', **_MOM)
+    if n is not None and len(moms) != n: raise ValueError(f"`moms` must be {n} momentums or None, got {moms}.")
+    return moms
 
 @patch
 def fit_clr(self:Learner, n_epoch, lr_max=None, div=10., cycle_epochs=2, mode='triangular', gamma=1., moms=(.95,.85), snapshots:bool=False, cbs=None, **kwargs):
-    "Fit with a cyclical rate between `lr_max/div` and `lr_max`, cycles of `cycle_epochs` epochs (half up, half down), momentum cycling inversely; `snapshots` saves the weights at each cycle's end"
-    lr,n = _lr_max(self, lr_max),_n_iter(self, n_epoch)
+    "Fit with a cyclical rate between `lr_max/div` (`div` >= 1) and `lr_max`, cycles of `cycle_epochs` epochs (half up, half down), momentum cycling inversely; `snapshots` saves the weights at each cycle's end"
+    n_epoch,n = _n_iter(self, n_epoch)
+    div,cycle_epochs = check_real(div, 'div', lo=1),check_real(cycle_epochs, 'cycle_epochs', lo=0, lo_open=True)
+    moms = _moms(moms)
+    check_choice(snapshots, 'snapshots', (True, False))
+    if snapshots and (int(cycle_epochs) != cycle_epochs or n_epoch < cycle_epochs):
+        raise ValueError(f"`snapshots` needs whole cycles: an integer `cycle_epochs` <= n_epoch, got {cycle_epochs} and {n_epoch}.")
+    lr = _lr_max(self, lr_max)
     total = max(2, round(cycle_epochs*len(self.dls.train)))  # a cycle is a whole number of iterations: up half, down the rest
     up,down = total//2,total - total//2
     scheds = {'lr': SchedCLR(lr/div, lr, up, n, down, mode=mode, gamma=gamma)}
     if moms is not None: scheds['mom'] = SchedCLRMom(min(moms), max(moms), up, n, down, mode=mode, gamma=gamma)
-    if snapshots:
-        if int(cycle_epochs) != cycle_epochs or n_epoch < cycle_epochs:
-            raise ValueError(f"`snapshots` needs whole cycles: an integer `cycle_epochs` <= n_epoch, got {cycle_epochs} and {n_epoch}.")
-        cbs = L(cbs) + SnapshotEnsemble(list(range(int(cycle_epochs), n_epoch+1, int(cycle_epochs))))
+    if snapshots: cbs = L(cbs) + SnapshotEnsemble(list(range(int(cycle_epochs), n_epoch+1, int(cycle_epochs))))
     self.fit(n_epoch, cbs=ParamScheduler(scheds)+L(cbs), **kwargs)
 
 @patch
 def fit_warm_restarts(self:Learner, n_cycles, cycle_len=1, lr_max=None, cycle_mult=1, decay=1., snapshots:bool=False, cbs=None, **kwargs):
     "SGDR: `n_cycles` cosine cycles, the first `cycle_len` epochs long, each `cycle_mult` times longer (1 allowed), peaks × `decay` per restart; `snapshots` saves the weights at each cycle's end"
-    if n_cycles < 1 or cycle_mult < 1: raise ValueError("`n_cycles` and `cycle_mult` must be >= 1.")
-    ends = list(np.cumsum([cycle_len*cycle_mult**i for i in range(n_cycles)]))
-    n_epoch = ends[-1]
-    lr,n = _lr_max(self, lr_max),_n_iter(self, n_epoch)
+    n_cycles = check_int(n_cycles, 'n_cycles', lo=1)
+    cycle_len = check_int(cycle_len, 'cycle_len', lo=1, hint="It counts epochs; for cycles shorter than an epoch, pass `SchedSGDR` (in iterations) to `ParamScheduler`.")
+    cycle_mult = check_int(cycle_mult, 'cycle_mult', lo=1, hint="Every cycle must be a whole number of epochs.")
+    check_choice(snapshots, 'snapshots', (True, False))
+    ends = [int(e) for e in np.cumsum([cycle_len*cycle_mult**i for i in range(n_cycles)])]
+    n_epoch,n = _n_iter(self, ends[-1])
+    lr = _lr_max(self, lr_max)
+    s = SchedSGDR(lr, cycle_len*len(self.dls.train), n, cycle_mult, decay=decay)
     if snapshots: cbs = L(cbs) + SnapshotEnsemble(ends)
-    self.fit(n_epoch, cbs=ParamScheduler({'lr': SchedSGDR(lr, cycle_len*len(self.dls.train), n, cycle_mult, decay=decay)})+L(cbs), **kwargs)
+    self.fit(n_epoch, cbs=ParamScheduler({'lr': s})+L(cbs), **kwargs)
 
 def _fit_with(learn, n_epoch, sched, cbs, kwargs):
-    _n_iter(learn, n_epoch)
     learn.fit(n_epoch, cbs=ParamScheduler({'lr': sched})+L(cbs), **kwargs)
 
 @patch
 def fit_rex(self:Learner, n_epoch, lr_max=None, cbs=None, **kwargs):
     "Fit with the REX profile"
+    n_epoch,_ = _n_iter(self, n_epoch)
     _fit_with(self, n_epoch, SchedREX(_lr_max(self, lr_max)), cbs, kwargs)
 
 @patch
 def fit_step_decay(self:Learner, n_epoch, lr_max=None, pcts=(.5,.75,.9), factor=.1, cbs=None, **kwargs):
-    "Fit with step decay (× `factor` at each of `pcts`)"
+    "Fit with step decay (× `factor`, 0 < factor <= 1, at each of `pcts`)"
+    n_epoch,_ = _n_iter(self, n_epoch)
     _fit_with(self, n_epoch, SchedStep(_lr_max(self, lr_max), pcts, factor), cbs, kwargs)
 
 @patch
 def fit_stlr(self:Learner, n_epoch, lr_max=None, cut_frac=.1, ratio=32., cbs=None, **kwargs):
     "Fit with ULMFiT's slanted triangular rate"
-    _fit_with(self, n_epoch, SchedSTLR(_lr_max(self, lr_max), _n_iter(self, n_epoch), cut_frac, ratio), cbs, kwargs)
+    n_epoch,n = _n_iter(self, n_epoch)
+    _fit_with(self, n_epoch, SchedSTLR(_lr_max(self, lr_max), n, cut_frac, ratio), cbs, kwargs)
 
 @patch
 def fit_one_cycle_plateau(self:Learner, n_epoch, lr_max=None, pct_start=.25, pct_plateau=.25, div=25., div_final=1e5, moms=(.95,.85,.95), cbs=None, **kwargs):
     "1cycle with a plateau at the peak; momentum mirrors the rate"
-    lr = _lr_max(self, lr_max)
-    s = {'lr': SchedOneCyclePlateau(lr, pct_start, pct_plateau, div, div_final)}
-    if moms is not None: s['mom'] = _MomPlateau(moms, pct_start, pct_plateau)
-    _n_iter(self, n_epoch)
+    n_epoch,_ = _n_iter(self, n_epoch)
+    moms = _moms(moms, 3)
+    sl = SchedOneCyclePlateau(_lr_max(self, lr_max), pct_start, pct_plateau, div, div_final)
+    s = {'lr': sl}
+    if moms is not None: s['mom'] = _MomPlateau(moms, sl.pct_start, sl.pct_plateau)
     self.fit(n_epoch, cbs=ParamScheduler(s)+L(cbs), **kwargs)
 
 class _MomPlateau:
@@ -185,11 +248,13 @@ class _MomPlateau:
         a,b,c = self.moms
         if pct < self.pct_start: return sched_cos(a, b, pct/self.pct_start)
         e = self.pct_start + self.pct_plateau
-        return b if pct < e else sched_cos(b, c, (pct-e)/(1-e))
+        if pct < e: return b
+        return sched_cos(b, c, (pct-e)/(1-e)) if e < 1 else b
 
 @patch
 def fit_linear_decay(self:Learner, n_epoch, lr_max=None, lr_end=0., cbs=None, **kwargs):
-    "Fit with a rate decaying linearly to `lr_end`"
+    "Fit with a rate decaying linearly to `lr_end` (>= 0)"
+    n_epoch,_ = _n_iter(self, n_epoch)
     _fit_with(self, n_epoch, SchedLinDecay(_lr_max(self, lr_max), lr_end), cbs, kwargs)
 
 # %% ../nbs/04_schedules.ipynb #94d873a8
@@ -198,8 +263,10 @@ class SnapshotEnsemble(Callback):
     order = 70 # after the recorder and the schedulers have finished the epoch
     def __init__(self, epochs:list, # Epoch numbers (1-based) after which to save, e.g. the ends of the cycles
                  fname:str='snapshot'): # Files are `{fname}_{k}` for the k-th epoch in `epochs`
-        epochs = sorted(int(e) for e in L(epochs))
-        if not epochs or epochs[0] < 1: raise ValueError(f"`epochs` must be a non-empty list of epoch numbers >= 1, got {epochs!r}.")
+        es = list(epochs) if isinstance(epochs, (list, tuple, L, range, np.ndarray, Tensor)) else [epochs]
+        if not es: raise ValueError(f"`epochs` must be a non-empty list of epoch numbers >= 1, got {epochs!r}.")
+        epochs = sorted(check_int(e, f'epochs[{k}]', lo=1) for k,e in enumerate(es))
+        if not isinstance(fname, str) or not fname: raise TypeError(f"`fname` must be a non-empty string, got {fname!r}.")
         store_attr()
     def before_fit(self):
         self.range_test = _in_range_test(self.learn)  # a range test saves nothing
@@ -225,8 +292,9 @@ def get_snapshot_preds(self:Learner,
     "Average the predictions (after the loss's activation) of the snapshots `names`; returns (mean predictions, targets, each snapshot's predictions)"
     names = list(getattr(self, 'snapshots', []) if names is None else names)
     if not names: raise ValueError("No snapshots: fit with `SnapshotEnsemble` (e.g. `fit_warm_restarts(..., snapshots=True)`) or pass `names`.")
-    w = np.ones(len(names)) if weights is None else np.asarray(weights, dtype=float)
-    if len(w) != len(names) or np.any(w < 0) or w.sum() <= 0: raise ValueError(f"`weights` must be {len(names)} non-negative numbers with a positive sum, got {weights!r}.")
+    ds_idx = check_int(ds_idx, 'ds_idx', lo=0)
+    w = np.ones(len(names)) if weights is None else np.array(check_reals(weights, 'weights', lo=0))
+    if len(w) != len(names) or w.sum() <= 0: raise ValueError(f"`weights` must be {len(names)} non-negative numbers with a positive sum, got {weights!r}.")
     cur = deepcopy(self.model.state_dict())
     preds,targs = [],None
     try:

@@ -15,7 +15,7 @@ CHROMIUM,DRIVER = '/usr/bin/chromium','/usr/bin/chromedriver'
 ART = Path(os.environ.get('DOCS_ARTIFACTS', ROOT/'tests'/'artifacts'))
 API = {'cyclical.html': ['CyclicalLLR'], 'adaptive.html': ['LARS', 'LARC', 'MADLR'], 'stats.html': ['GradClip', 'LayerStats'],
        'schedules.html': ['SchedCLR', 'SchedSGDR', 'SnapshotEnsemble'], 'lr_find.html': ['Learner.lr_find_repeated', 'Learner.lr_find_groups'],
-       'core.html': ['LayerRateCallback', 'TensorRateCallback'], 'compare.html': ['compare', 'TrainConfig'], 'data.html': ['digits_dls', 'lenet', 'xresnet_small']}
+       'core.html': ['LayerRatePolicy', 'TensorPolicy', 'FactorPolicy'], 'checks.html': ['check_real', 'check_int'], 'compare.html': ['compare', 'TrainConfig'], 'data.html': ['digits_dls', 'lenet', 'xresnet_small']}
 PARAMS = {'CyclicalLLR': ['start', 'end', 'pct_start', 'pct_end', 'scheds', 'n_groups'], 'LARC': ['trust_coeff', 'sgd_below'],
           'MADLR': ['beta', 'min_mult', 'max_mult'], 'GradClip': ['max_norm', 'mode'], 'LayerStats': ['every']}
 
