@@ -69,7 +69,42 @@ class LARC(LARS):
             f = torch.where(st.meta.expand([float(lr < self.sgd_below) for lr in st.lrs]) > 0, 1., f)
         return f
 
-# %% ../nbs/02_adaptive.ipynb #175a1a38
+# %% ../nbs/02_adaptive.ipynb #f09d6ab2
+def _secant_grad(bufs, ws, gs, beta, nrm):
+    "Gradient source: `‖A_{t-1}-w_t‖`, `‖B_{t-1}-g_t‖`, then the averages advance (`A_t = w_t + β(A_{t-1}-w_t)`, same for `B`)"
+    A,B = bufs[0],bufs[1]
+    torch._foreach_sub_(A, ws); torch._foreach_sub_(B, gs)  # A_{t-1} - w_t, B_{t-1} - g_t
+    num,den = torch.stack(torch._foreach_norm(A, nrm)),torch.stack(torch._foreach_norm(B, nrm))
+    torch._foreach_mul_(A, beta); torch._foreach_add_(A, ws)
+    torch._foreach_mul_(B, beta); torch._foreach_add_(B, gs)
+    return num,den,1.
+
+def _secant_weights(bufs, ws, gs, beta, nrm):
+    "Weights source: `r_{t-1}‖e_{t-1}‖/‖e_t-e_{t-1}‖` with `e` the EMA of the weight differences, `r` the previous rate"
+    P,E,R = bufs[0],bufs[1],bufs[2]
+    torch._foreach_sub_(P, ws)  # -Δw_t
+    num = torch.stack(torch._foreach_norm(E, nrm))  # ‖e_{t-1}‖
+    torch._foreach_add_(P, E)  # e_{t-1} - Δw_t
+    den = (1-beta)*torch.stack(torch._foreach_norm(P, nrm))  # ‖e_t - e_{t-1}‖
+    torch._foreach_add_(E, P, alpha=-(1-beta))  # e_t
+    torch._foreach_copy_(P, ws)
+    return num,den,torch.stack(R)
+
+def _mad_cache(st, state, keys, tag):
+    "The MAD buffers of the step's tensors that have them (cached per set of tensors; dropped when state is created)"
+    c = st.meta.cache.get(tag)
+    if c is None:
+        warm = [i for i,p in enumerate(st.meta.params) if p in state and 'mad_lam' in state[p]]
+        ws_ = set(warm)
+        c = st.meta.cache[tag] = dict(warm=warm, all_warm=len(warm)==st.meta.n, fresh=[i for i in range(st.meta.n) if i not in ws_],
+                                      bufs=[[state[st.meta.params[i]][k] for i in warm] for k in keys], idx=to_device(warm, st.meta.device, torch.long))
+    return c
+
+def _mad_new_state(source, w, g, r, init):
+    "The MAD state of a tensor seen for the first time"
+    s = dict(mad_w=w, mad_g=g) if source=='grad' else dict(mad_prev=w, mad_e=torch.zeros_like(w), mad_r=r.clone())
+    return {**s, 'mad_lam': torch.full((), init, device=w.device)}
+
 class MADLR(FactorPolicy):
     "Smith's MAD rate: `lr * ‖EMA(Δw)‖/‖EMA(Δg)‖` per layer, a secant estimate of the inverse curvature"
     def __init__(self,
@@ -89,80 +124,36 @@ class MADLR(FactorPolicy):
         store_attr('beta,init,min_mult,max_mult,source,norm')
         self.keys = ('mad_w','mad_g','mad_lam') if source=='grad' else ('mad_prev','mad_e','mad_r','mad_lam')
     def setup(self): super().setup(); self._pending = None
-
-    def _lists(self, st):
-        "Per step: the moving-average buffers of the tensors that have them (cached per set of tensors, rebuilt after new state)"
-        c = st.meta.cache.get(('mad', id(self)))
-        if c is None:
-            state = opt_state(self.learn.opt)
-            warm = [i for i,p in enumerate(st.meta.params) if p in state and 'mad_lam' in state[p]]
-            ws_ = set(warm)
-            c = dict(warm=warm, all_warm=len(warm)==st.meta.n, fresh=[i for i in range(st.meta.n) if i not in ws_],
-                     bufs=[[state[st.meta.params[i]][k] for i in warm] for k in self.keys],
-                     idx=to_device(warm, st.meta.device, torch.long))
-            st.meta.cache[('mad', id(self))] = c
-        return c
-
+    def _cache(self, st): return _mad_cache(st, opt_state(self.opt), self.keys, ('mad', id(self)))
     def _sub(self, c, xs): return xs if c['all_warm'] else [xs[i] for i in c['warm']]
 
     def ratio(self, st):
-        c,nrm = self._lists(st),self.norm
-        lam = torch.full((st.meta.n,), self.init, device=st.meta.device)
-        raw = torch.full((st.meta.n,), float('nan'), device=st.meta.device)
+        c = self._cache(st)
+        lam,raw = [torch.full((st.meta.n,), v, device=st.meta.device) for v in (self.init, float('nan'))]
         if c['warm']:
-            ws,prev = self._sub(c, st.ws),torch.stack(c['bufs'][-1])
-            if self.source=='grad':
-                A,B = c['bufs'][0],c['bufs'][1]
-                gs = self._sub(c, st.gs)
-                torch._foreach_sub_(A, ws); torch._foreach_sub_(B, gs)  # A_{t-1} - w_t, B_{t-1} - g_t
-                num,den = torch.stack(torch._foreach_norm(A, nrm)),torch.stack(torch._foreach_norm(B, nrm))
-                scale = 1.
-                torch._foreach_mul_(A, self.beta); torch._foreach_add_(A, ws)  # A_t = w_t + β(A_{t-1} - w_t)
-                torch._foreach_mul_(B, self.beta); torch._foreach_add_(B, gs)
-            else:
-                P,E,R = c['bufs'][0],c['bufs'][1],c['bufs'][2]
-                torch._foreach_sub_(P, ws)  # -Δw_t
-                num = torch.stack(torch._foreach_norm(E, nrm))  # ‖e_{t-1}‖
-                torch._foreach_add_(P, E)  # e_{t-1} - Δw_t
-                den = (1-self.beta)*torch.stack(torch._foreach_norm(P, nrm))  # ‖e_t - e_{t-1}‖
-                scale = torch.stack(R)
-                torch._foreach_add_(E, P, alpha=-(1-self.beta))  # e_t
-                torch._foreach_copy_(P, ws)
-            num,den = self._agg2(num, den)
+            secant = _secant_grad if self.source=='grad' else _secant_weights
+            num,den,scale = secant(c['bufs'], self._sub(c, st.ws), self._sub(c, st.gs), self.beta, self.norm)
+            if self.per=='group': num,den = self.agg(num, self.norm),self.agg(den, self.norm)
             est = scale*num/den
             ok = _ok(est, num, den)
-            new = torch.where(ok, est, prev)
+            new = torch.where(ok, est, torch.stack(c['bufs'][-1]))  # undefined: keep the previous λ
             if self.min_mult is not None or self.max_mult is not None: new = torch.clamp(new, self.min_mult, self.max_mult)
             torch._foreach_copy_(c['bufs'][-1], list(new.unbind()))
             if c['all_warm']: lam,raw = new,torch.where(ok, est, float('nan'))
             else: lam[c['idx']] = new; raw[c['idx']] = torch.where(ok, est, float('nan'))
-        if c['fresh']:
-            fr = c['fresh']
-            self._pending = (fr, [st.ws[i].detach().clone() for i in fr], [st.gs[i].detach().clone() for i in fr] if self.source=='grad' else None)
+        if c['fresh']: self._pending = [(i, st.ws[i].detach().clone(), st.gs[i].detach().clone() if self.source=='grad' else None) for i in c['fresh']]
         self.log(st, 'raw', raw)
         return lam
 
-    def _agg2(self, num, den):
-        if self.per=='tensor': return num,den
-        return self.agg(num, self.norm),self.agg(den, self.norm)
-
     def after_update(self, st):
-        "Create the state of tensors seen for the first time (after the optimizer's own lazy initialisation), record the applied rate"
-        if self.source=='weights':
-            f = st.lr
-            for x in (st.f_grad, st.f_update):
-                if x is not None: f = f*x
-            c = self._lists(st)
-            if c['warm']: torch._foreach_copy_(c['bufs'][2], list(f[c['idx']].unbind()) if not c['all_warm'] else list(f.unbind()))
-        if self._pending is None: return
-        fr,ws,gs = self._pending
-        state,self._pending = opt_state(self.learn.opt),None
-        for j,i in enumerate(fr):
-            p,s = st.meta.params[i],{}
-            if self.source=='grad': s = dict(mad_w=ws[j], mad_g=gs[j])
-            else: s = dict(mad_prev=ws[j], mad_e=torch.zeros_like(ws[j]), mad_r=f[i].clone())
-            s['mad_lam'] = torch.full((), self.init, device=p.device)
-            state[p].update(s)
+        "Record the applied rate (weights source); create the state of new tensors (after the optimizer's own lazy initialisation)"
+        f = st.lr*(1. if st.f_grad is None else st.f_grad)*(1. if st.f_update is None else st.f_update)  # the rate applied
+        c = self._cache(st)
+        if self.source=='weights' and c['warm']: torch._foreach_copy_(c['bufs'][2], list((f if c['all_warm'] else f[c['idx']]).unbind()))
+        if not self._pending: return
+        state = opt_state(self.opt)
+        for i,w,g in self._pending: state[st.meta.params[i]].update(_mad_new_state(self.source, w, g, f[i], self.init))
+        self._pending = None
         st.meta.cache.pop(('mad', id(self)), None)
 
     @property

@@ -15,13 +15,43 @@ from .checks import *
 # %% auto #0
 __all__ = ['unitwise_norm', 'GradClip', 'LayerStats', 'plot_layer_stat']
 
-# %% ../nbs/03_stats.ipynb #3828e4cb
+# %% ../nbs/03_stats.ipynb #f52cd734
 def unitwise_norm(x:Tensor)->Tensor:
     "Norms per output unit: over every dimension but the first (the whole tensor for 0-D and 1-D tensors)"
     return torch.linalg.vector_norm(x) if x.ndim <= 1 else torch.linalg.vector_norm(x, dim=tuple(range(1, x.ndim)), keepdim=True)
 
+def _clip_global(st, gs, inc, adapt, idx, mx, eps):
+    "Scale the included gradients by `min(1, mx/‖all of them‖)`: (total norm, factor, factor per tensor)"
+    total = torch.linalg.vector_norm(st.g_norm if idx is None else st.g_norm[idx], 2.)
+    f = torch.clamp(mx/(total + 1e-6), max=1.)
+    torch._foreach_mul_(gs, f)
+    return total,f,torch.where(adapt, f, 1.)
+
+def _clip_layer(st, gs, inc, adapt, idx, mx, eps):
+    "Scale each included gradient by `min(1, mx/‖g‖)`: (norms, factors, factors)"
+    fc = torch.where(adapt, torch.clamp(mx/(st.g_norm + 1e-6), max=1.), 1.)
+    torch._foreach_mul_(st.gs, list(fc.unbind()))
+    return st.g_norm,fc,fc
+
+def _clip_value(st, gs, inc, adapt, idx, mx, eps):
+    "Clamp every element to `[-mx, mx]`: (max |g| per tensor, 1 where clipped, no per-tensor factor)"
+    pre = torch.stack(torch._foreach_norm(st.gs, float('inf')))
+    torch._foreach_clamp_min_(gs, -mx); torch._foreach_clamp_max_(gs, mx)
+    return pre,torch.where(adapt, pre > mx, False).float(),None
+
+def _clip_agc(st, gs, inc, adapt, idx, mx, eps):
+    "Unit-wise (AGC): each output unit's gradient norm at most `mx·max(‖w_unit‖, eps)`: (norms, fraction of units clipped, no factor)"
+    fr = torch.zeros(st.meta.n, device=st.meta.device)
+    for i,g in zip(inc, gs):  # unit-wise norms: one set per tensor (no foreach op takes a dim)
+        bound,un = unitwise_norm(st.ws[i]).clamp_(min=eps)*mx,unitwise_norm(g)
+        over = un > bound
+        g.mul_(torch.where(over, bound/un.clamp(min=1e-6), 1.))
+        fr[i] = over.float().mean()
+    return st.g_norm,fr,None
+
 class GradClip(TensorPolicy):
     "Clip gradients by global norm, per-layer norm, value or unit-wise (AGC), and record what was clipped"
+    _modes = {'global': _clip_global, 'layer': _clip_layer, 'value': _clip_value, 'agc': _clip_agc}
     def __init__(self,
         max_norm:float=1., # The threshold (the clip factor λ for 'agc', e.g. 0.01)
         mode:str='global', # 'global', 'layer', 'value' or 'agc'
@@ -33,41 +63,17 @@ class GradClip(TensorPolicy):
         self.max_norm,self.eps = check_real(max_norm, 'max_norm', lo=0, lo_open=True),check_real(eps, 'eps', lo=0, lo_open=True)
 
     def transform_grads(self, st):
-        "Clip `st.gs` in place; set `st.f_clip` and the clipped norms"
+        "Clip `st.gs` in place; log the pre-clip norms and factors; set `st.f_clip` and the clipped norms"
         inc,gs = self._included(st)
         if not inc: return
-        gn = st.g_norm
-        if self.mode=='global':
-            sub = gn if len(inc)==st.meta.n else gn[self._idx]
-            total = torch.linalg.vector_norm(sub, 2.)
-            f = torch.clamp(self.max_norm/(total + 1e-6), max=1.)
-            torch._foreach_mul_(gs, f)
-            fc = torch.where(self._adapt, f, 1.)
-            self.log(st, 'norm', total, per_tensor=False); self.log(st, 'factor', f, per_tensor=False)
-            st.set_g_norm(gn*fc)
-        elif self.mode=='layer':
-            fc = torch.where(self._adapt, torch.clamp(self.max_norm/(gn + 1e-6), max=1.), 1.)
-            torch._foreach_mul_(st.gs, list(fc.unbind()))
-            self.log(st, 'norm', gn); self.log(st, 'factor', fc)
-            st.set_g_norm(gn*fc)
-        else:
-            if self.mode=='value':
-                pre = torch.stack(torch._foreach_norm(st.gs, float('inf')))
-                torch._foreach_clamp_min_(gs, -self.max_norm); torch._foreach_clamp_max_(gs, self.max_norm)
-                self.log(st, 'norm', pre); self.log(st, 'factor', torch.where(self._adapt, pre > self.max_norm, False).float())
-            else:
-                fr = torch.zeros(st.meta.n, device=st.meta.device)
-                for i,g in zip(inc, gs):  # unit-wise norms: one set per tensor (no foreach op takes a dim)
-                    w = st.ws[i]
-                    mx = unitwise_norm(w).clamp_(min=self.eps)*self.max_norm
-                    un = unitwise_norm(g)
-                    over = un > mx
-                    g.mul_(torch.where(over, mx/un.clamp(min=1e-6), 1.))
-                    fr[i] = over.float().mean()
-                self.log(st, 'norm', gn); self.log(st, 'factor', fr)
+        gn,per = st.g_norm,self.mode!='global'
+        norm,fac,fc = self._modes[self.mode](st, gs, inc, self._adapt, None if len(inc)==st.meta.n else self._idx, self.max_norm, self.eps)
+        self.log(st, 'norm', norm, per_tensor=per); self.log(st, 'factor', fac, per_tensor=per)
+        if fc is None:  # value, agc: not a factor per tensor; the norms after clipping are measured
             post = torch.stack(torch._foreach_norm(st.gs))
             fc = torch.where(gn > 0, post/gn, 1.)
             st.set_g_norm(post)
+        else: st.set_g_norm(gn*fc)
         st.f_clip = fc if st.f_clip is None else st.f_clip*fc
 
     def _included(self, st):
@@ -119,7 +125,7 @@ def plot_norms(self:GradClip, ax=None, figsize=None, log=True):
     ax.legend(fontsize='small')
     return ax
 
-# %% ../nbs/03_stats.ipynb #861cab2a
+# %% ../nbs/03_stats.ipynb #c3fb9fcd
 def _eff_rule(opt):
     "How `opt`'s per-element step size `lr_t/(sqrt(v)+eps)` reads from its state: (key of `v`, bias-corrected?, Adagrad's rate decay?)"
     inner = getattr(opt, 'opt', None)
@@ -129,6 +135,51 @@ def _eff_rule(opt):
         return ('exp_avg_sq', True, False)  # Adam, AdamW, NAdam, RAdam...
     steps = {getattr(f, '__name__', '') for f in getattr(opt, 'cbs', [])}
     return ('sqr_avg', bool(steps & {'adam_step','radam_step','qhadam_step','lamb_step'}), False)  # fastai's RMSProp: no correction
+
+def _group_cols(cols, gidx, numel, n):
+    "Per-tensor columns to per-group ones: rates and clip factors averaged by element count, norms root-sum-squared"
+    wsum = torch.zeros(n, device=numel.device).index_add_(0, gidx, numel)
+    def _mean(x): return torch.zeros_like(wsum).index_add_(0, gidx, x*numel)/wsum
+    def _rss(x): return torch.zeros_like(wsum).index_add_(0, gidx, x**2).sqrt()
+    return [_mean(c) for c in cols[:3]] + [_rss(c) for c in cols[3:]]
+
+def _q_from_desc(desc, cnt, q):
+    "Linear-interpolated quantiles `q` (as `torch.quantile`) of the first `cnt[i]` values of each row, sorted descending"
+    pos = (cnt[:,None]-1)*(1-q)  # position in the descending order
+    lo,hi = pos.floor().long(),pos.ceil().long()
+    vl,vh = desc.gather(1, lo),desc.gather(1, hi)
+    return vl + (vh-vl)*(pos-lo)
+
+def _eff_quantiles(st, opt, rule, q, max_elements, tag):
+    "Per tensor, quantiles `q` of the per-element step size `lr_t/(sqrt(v)+eps)` from `opt`'s second-moment state (`rule`: `_eff_rule`)"
+    state,hs,(key,debias,decay) = opt_state(opt),hyper_dicts(opt),rule
+    c = st.meta.cache.get(tag)
+    if c is None:
+        K = min(max_elements, max(p.numel() for p in st.meta.params))
+        cnt = [min(p.numel(), K) if p.numel() <= K else len(range(0, p.numel(), -(-p.numel()//K))) for p in st.meta.params]
+        c = st.meta.cache[tag] = (K, cnt, to_device(cnt, st.meta.device, torch.float32))
+    K,cnt,cnt_t = c
+    V = torch.full((st.meta.n, K), float('inf'), device=st.meta.device)
+    eps,scaled = [],{}
+    for i,p in enumerate(st.meta.params):  # gather a subsample of v per tensor: two small ops each
+        s,h = state.get(p, {}),hs[st.meta.group[i]]
+        eps.append(h.get('eps', 1e-8 if key!='sum' else 1e-10))
+        v = s.get(key)
+        if v is None: continue
+        if key=='square_avg' and h.get('centered') and 'grad_avg' in s: v = v - s['grad_avg']**2
+        v = v.flatten()
+        if v.numel() > K: v = v[::-(-v.numel()//K)]
+        if debias:
+            b2 = h['sqr_mom'] if 'sqr_mom' in h else h['betas'][1]
+            torch.div(v, 1 - b2**s.get('step', 1), out=V[i,:cnt[i]])  # torch keeps `step` on the CPU: a host scalar
+        elif decay and h.get('lr_decay', 0):  # Adagrad: lr_t = lr·c, c = 1/(1+(t-1)·lr_decay) (its `step` lives on the CPU)
+            c = 1/(1+(float(s['step'])-1)*h['lr_decay'])
+            torch.div(v, c*c, out=V[i,:cnt[i]]); scaled[i] = eps[-1]/c  # lr·c/(√v+ε) = lr/(√(v/c²)+ε/c)
+        else: V[i,:cnt[i]] = v
+    e = st.meta.expand([eps[st.meta.slot.index(k)] if k in st.meta.slot else 0. for k in range(len(st.meta.counts))])[:,None] if len(set(eps)) > 1 or scaled else eps[0]
+    for i,ei in scaled.items(): e[i] = ei  # an asynchronous fill, no transfer
+    eff = st.lr[:,None]/(V.sqrt() + e)  # the padding (inf) gives 0
+    return _q_from_desc(eff.sort(dim=1, descending=True).values, cnt_t, q)
 
 class LayerStats(TensorPolicy):
     "Record per layer and step the learning rate actually applied, weight/gradient/update norms and the adaptive optimizer's effective step sizes"
@@ -160,53 +211,10 @@ class LayerStats(TensorPolicy):
         lr_g,clip = st.lr,(st.f_clip if st.f_clip is not None else torch.ones_like(st.lr))
         lr = lr_g*st.factor(self.adaptive)
         cols = [lr, lr_g, clip, st.w_norm, st.g_raw, st.u_norm]
-        if self.per=='group':
-            wsum = torch.zeros(self.groups.n, device=lr.device).index_add_(0, self._gidx, self._numel)
-            def _mean(x): return torch.zeros_like(wsum).index_add_(0, self._gidx, x*self._numel)/wsum
-            def _rss(x): return torch.zeros_like(wsum).index_add_(0, self._gidx, x**2).sqrt()
-            cols = [_mean(cols[0]), _mean(cols[1]), _mean(cols[2])] + [_rss(c) for c in cols[3:]]
+        if self.per=='group': cols = _group_cols(cols, self._gidx, self._numel, self.groups.n)
         row = torch.stack(cols, 1)
-        if self.adam: row = torch.cat([row, self._eff_quantiles(st)], 1)
+        if self.adam: row = torch.cat([row, _eff_quantiles(st, self.opt, self._rule, self._q, self.max_elements, ('effq', id(self)))], 1)
         self.log(st, 'row', row, per_tensor=self.per=='tensor')
-
-    def _eff_quantiles(self, st):
-        "Per tensor, quantiles of the per-element step size `lr_t/(sqrt(v)+eps)` from the optimizer's second-moment state"
-        state,hs,(key,debias,decay) = opt_state(self.opt),hyper_dicts(self.opt),self._rule
-        c = st.meta.cache.get(('effq', id(self)))
-        if c is None:
-            K = min(self.max_elements, max(p.numel() for p in st.meta.params))
-            cnt = [min(p.numel(), K) if p.numel() <= K else len(range(0, p.numel(), -(-p.numel()//K))) for p in st.meta.params]
-            c = st.meta.cache[('effq', id(self))] = (K, cnt, to_device(cnt, st.meta.device, torch.float32))
-        K,cnt,cnt_t = c
-        V = torch.full((st.meta.n, K), float('inf'), device=st.meta.device)
-        eps,lrs = [],list(st.lrs)
-        for i,p in enumerate(st.meta.params):  # gather a subsample of v per tensor: two small ops each
-            s,h = state.get(p, {}),hs[st.meta.group[i]]
-            eps.append(h.get('eps', 1e-8 if key!='sum' else 1e-10))
-            v = s.get(key)
-            if v is None: continue
-            if key=='square_avg' and h.get('centered') and 'grad_avg' in s: v = v - s['grad_avg']**2
-            v = v.flatten()
-            if v.numel() > K: v = v[::-(-v.numel()//K)]
-            if debias:
-                b2 = h['sqr_mom'] if 'sqr_mom' in h else h['betas'][1]
-                torch.div(v, 1 - b2**s.get('step', 1), out=V[i,:cnt[i]])  # torch keeps `step` on the CPU: a host scalar
-            else: V[i,:cnt[i]] = v
-        if decay and any(h.get('lr_decay', 0) for h in hs):  # Adagrad: lr_t = lr/(1+(t-1)*lr_decay); its `step` lives on the CPU
-            f = [1/(1+(float(state[p]['step'])-1)*hs[g]['lr_decay']) if p in state else 1. for p,g in zip(st.meta.params, st.meta.group)]
-            lr = st.lr*to_device(f, st.meta.device, torch.float32)
-        else: lr = st.lr
-        e = st.meta.expand([eps[st.meta.slot.index(k)] if k in st.meta.slot else 0. for k in range(len(st.meta.counts))])[:,None] if len(set(eps)) > 1 else eps[0]
-        eff = lr[:,None]/(V.sqrt() + e)  # the padding (inf) gives 0
-        return self._q_from_desc(eff.sort(dim=1, descending=True).values, cnt_t)
-
-    def _q_from_desc(self, desc, cnt):
-        "Linear-interpolated quantiles (as `torch.quantile`) of the first `cnt[i]` values of each row, sorted descending"
-        q = self._q
-        pos = (cnt[:,None]-1)*(1-q)  # position in the descending order
-        lo,hi = pos.floor().long(),pos.ceil().long()
-        vl,vh = desc.gather(1, lo),desc.gather(1, hi)
-        return vl + (vh-vl)*(pos-lo)
 
     @property
     def layer_names(self)->list|None:
