@@ -299,7 +299,7 @@ class Record:
         self.flush()
         return [self.names[i] for i in self.cols]
 
-# %% ../nbs/00_core.ipynb #08bf610c
+# %% ../nbs/00_core.ipynb #bf2bf841
 def _in_range_test(learn): return any(isinstance(cb, LRFinder) for cb in learn.cbs)
 
 def _overrides(obj, hook): return getattr(type(obj), hook) is not getattr(LayerRatePolicy, hook)
@@ -307,6 +307,7 @@ def _overrides(obj, hook): return getattr(type(obj), hook) is not getattr(LayerR
 class LayerRatePolicy(Callback):
     "Base class of the layer-rate policies: the hooks the mechanism (`LayerRates`) calls, each optional"
     order,run_valid,n_groups,groups,scaling,phase = LLR_ORDER,False,None,None,None,'before'
+    def __init__(self): pass  # subclasses take their own settings
     def __setattr__(self, name, value):
         super().__setattr__(name, value)
         if name=='learn' and value is not None: LayerRates.attach(value)  # `add_cb` sets `learn` first
@@ -339,7 +340,7 @@ class LayerRatePolicy(Callback):
         r = getattr(self, '_rec', None)
         return None if r is None else r[0]
 
-# %% ../nbs/00_core.ipynb #e1e0374e
+# %% ../nbs/00_core.ipynb #da19298f
 class _GuardedStep:
     "Stands in for `opt.step` while `LayerRates` is active: the step with every policy applied, the optimizer restored in a `finally`"
     def __init__(self, mech, orig): self.mech,self.orig = mech,orig
@@ -349,6 +350,7 @@ class _GuardedStep:
 class LayerRates(Callback):
     "The layer-rate mechanism: layer groups, per-step statistics, the application of every policy's factors to the step, the restore, and one record"
     order,run_valid,active,record,policies,_opt = LLR_ORDER,False,False,None,[],None
+    def __init__(self): pass  # added by the policies (`attach`), never by hand
     @property
     def name(self): return 'layer_rates'
     @classmethod
