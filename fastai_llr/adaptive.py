@@ -69,7 +69,7 @@ class LARC(LARS):
             f = torch.where(st.meta.expand([float(lr < self.sgd_below) for lr in st.lrs]) > 0, 1., f)
         return f
 
-# %% ../nbs/02_adaptive.ipynb #f09d6ab2
+# %% ../nbs/02_adaptive.ipynb #1e537851
 def _secant_grad(bufs, ws, gs, beta, nrm):
     "Gradient source: `‖A_{t-1}-w_t‖`, `‖B_{t-1}-g_t‖`, then the averages advance (`A_t = w_t + β(A_{t-1}-w_t)`, same for `B`)"
     A,B = bufs[0],bufs[1]
@@ -159,9 +159,7 @@ class MADLR(FactorPolicy):
     @property
     def raw_hist(self)->Tensor|None:
         "The raw estimate of each tensor at each step of the last training fit (NaN where it was not defined)"
-        if self.record is None: return None
-        v = self.logged('raw')
-        return torch.zeros(0, len(self.record.seen_names)) if v is None else torch.from_numpy(v)
+        return self.logged_tensor('raw')
 
 # %% ../nbs/02_adaptive.ipynb #4e17e2db
 class Quadratic(nn.Module):

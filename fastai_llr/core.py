@@ -299,7 +299,7 @@ class Record:
         self.flush()
         return [self.names[i] for i in self.cols]
 
-# %% ../nbs/00_core.ipynb #bf2bf841
+# %% ../nbs/00_core.ipynb #9b7cf0f3
 def _in_range_test(learn): return any(isinstance(cb, LRFinder) for cb in learn.cbs)
 
 def _overrides(obj, hook): return getattr(type(obj), hook) is not getattr(LayerRatePolicy, hook)
@@ -330,6 +330,12 @@ class LayerRatePolicy(Callback):
         "What this policy logged under `name` in its last training fit, one row per step"
         r = getattr(self, '_rec', None)
         return None if r is None else r[0].get((r[1], name))
+    def logged_tensor(self, name:str, per_tensor:bool=True)->Tensor|None:
+        "`logged(name)` as a tensor, with 0 rows if the last training fit logged nothing under `name` (`None` before any fit)"
+        if self.record is None: return None
+        v = self.logged(name)
+        if v is None: return torch.zeros((0, len(self.record.seen_names)) if per_tensor else (0,))
+        return torch.from_numpy(v)
     def logged_steps(self, name:str)->np.ndarray|None:
         "The training iterations of the rows of `logged(name)`"
         r = getattr(self, '_rec', None)
@@ -573,7 +579,7 @@ class LayerRates(Callback):
         "The training iteration of each row of `lrs`"
         return None if self.record is None else self.record.steps('lr')
 
-# %% ../nbs/00_core.ipynb #067aa19d
+# %% ../nbs/00_core.ipynb #ae0637a7
 def is_1d(name:str, p:Tensor)->bool:
     "The default exclusion of the tensor policies: biases and normalization weights (tensors with fewer than 2 dimensions)"
     return p.ndim < 2
@@ -626,6 +632,4 @@ class FactorPolicy(TensorPolicy):
     @property
     def hist(self)->Tensor|None:
         "The factor applied to each tensor (columns: `self.record.seen_names`) at each step of the last training fit; NaN where a tensor had no gradient"
-        if self.record is None: return None
-        v = self.logged('factor')
-        return torch.zeros(0, len(self.record.seen_names)) if v is None else torch.from_numpy(v)
+        return self.logged_tensor('factor')

@@ -15,7 +15,7 @@ from .checks import *
 # %% auto #0
 __all__ = ['unitwise_norm', 'GradClip', 'LayerStats', 'plot_layer_stat']
 
-# %% ../nbs/03_stats.ipynb #f52cd734
+# %% ../nbs/03_stats.ipynb #6135f0b7
 def unitwise_norm(x:Tensor)->Tensor:
     "Norms per output unit: over every dimension but the first (the whole tensor for 0-D and 1-D tensors)"
     return torch.linalg.vector_norm(x) if x.ndim <= 1 else torch.linalg.vector_norm(x, dim=tuple(range(1, x.ndim)), keepdim=True)
@@ -84,18 +84,14 @@ class GradClip(TensorPolicy):
         inc,self._idx = c
         return inc,(st.gs if len(inc)==st.meta.n else [st.gs[i] for i in inc])
 
-    def _get(self, name):
-        if self.record is None: return None
-        v = self.logged(name)
-        return torch.from_numpy(v) if v is not None else torch.zeros(0) if self.mode=='global' else torch.zeros(0, len(self.record.seen_names))
     @property
     def norms(self)->Tensor|None:
         "The pre-clip norm of each step of the last training fit: global, or one per tensor (columns `self.record.seen_names`, NaN where absent); max |g| in 'value' mode"
-        return self._get('norm')
+        return self.logged_tensor('norm', per_tensor=self.mode!='global')
     @property
     def factors(self)->Tensor|None:
         "The clip factor of each step (and tensor); in 'value' mode 1 where a tensor was clipped, in 'agc' mode the fraction of units clipped"
-        return self._get('factor')
+        return self.logged_tensor('factor', per_tensor=self.mode!='global')
     @property
     def clipped(self)->Tensor:
         "Whether each step (global mode) or each step and tensor (other modes) was clipped"
