@@ -69,7 +69,7 @@ class LARC(LARS):
             f = torch.where(st.meta.expand([float(lr < self.sgd_below) for lr in st.lrs]) > 0, 1., f)
         return f
 
-# %% ../nbs/02_adaptive.ipynb #1e537851
+# %% ../nbs/02_adaptive.ipynb #cff2cfe8
 def _secant_grad(bufs, ws, gs, beta, nrm):
     "Gradient source: `‖A_{t-1}-w_t‖`, `‖B_{t-1}-g_t‖`, then the averages advance (`A_t = w_t + β(A_{t-1}-w_t)`, same for `B`)"
     A,B = bufs[0],bufs[1]
@@ -126,6 +126,10 @@ class MADLR(FactorPolicy):
     def setup(self): super().setup(); self._pending = None
     def _cache(self, st): return _mad_cache(st, opt_state(self.opt), self.keys, ('mad', id(self)))
     def _sub(self, c, xs): return xs if c['all_warm'] else [xs[i] for i in c['warm']]
+    def _group(self, c, x):
+        "Group norms over the tensors that have state (new tensors count 0), for those tensors"
+        if c['all_warm']: return self.agg(x, self.norm)
+        return self.agg(torch.zeros(len(self._adapt), device=x.device, dtype=x.dtype).index_copy_(0, c['idx'], x), self.norm)[c['idx']]
 
     def ratio(self, st):
         c = self._cache(st)
@@ -133,7 +137,7 @@ class MADLR(FactorPolicy):
         if c['warm']:
             secant = _secant_grad if self.source=='grad' else _secant_weights
             num,den,scale = secant(c['bufs'], self._sub(c, st.ws), self._sub(c, st.gs), self.beta, self.norm)
-            if self.per=='group': num,den = self.agg(num, self.norm),self.agg(den, self.norm)
+            if self.per=='group': num,den = self._group(c, num),self._group(c, den)
             est = scale*num/den
             ok = _ok(est, num, den)
             new = torch.where(ok, est, torch.stack(c['bufs'][-1]))  # undefined: keep the previous λ

@@ -121,7 +121,7 @@ def plot_norms(self:GradClip, ax=None, figsize=None, log=True):
     ax.legend(fontsize='small')
     return ax
 
-# %% ../nbs/03_stats.ipynb #c3fb9fcd
+# %% ../nbs/03_stats.ipynb #9c2d9fb4
 def _eff_rule(opt):
     "How `opt`'s per-element step size `lr_t/(sqrt(v)+eps)` reads from its state: (key of `v`, bias-corrected?, Adagrad's rate decay?)"
     inner = getattr(opt, 'opt', None)
@@ -220,9 +220,10 @@ class LayerStats(TensorPolicy):
     @property
     def df(self)->pd.DataFrame:
         "The recorded statistics, one row per recorded step and layer (built once per state of the record)"
-        key = None if self.record is None else (id(self.record), len(self.logged_steps('row')))
-        if getattr(self, '_df', (None,))[0] != key: self._df = (key, self._make_df())
-        return self._df[1]
+        n = None if self.record is None else len(self.logged_steps('row'))
+        c = getattr(self, '_df', None)
+        if c is None or c[0] is not self.record or c[1] != n: self._df = c = (self.record, n, self._make_df())
+        return c[2]
     def _make_df(self):
         cols = ['lr','group_lr','clip_factor','w_norm','g_norm','u_norm'] + ([f'eff_q{int(round(100*q))}' for q in self.quantiles] if self.adam else [])
         x = None if self.record is None else self.logged('row')

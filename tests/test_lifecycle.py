@@ -173,13 +173,14 @@ def test_evaluation_after_fit_cyclical(call):
 
 # main@ae6f530: ValueError "... `CyclicalLLR` when calling event `after_fit`: cannot reshape array of size 0 into shape
 # (0,newaxis)" (GradientAccumulation: the step is always cancelled; start_epoch=n: every epoch is skipped)
-@pytest.mark.parametrize('how', ['GradientAccumulation', 'resume-finished'])
+@pytest.mark.parametrize('how', ['GradientAccumulation', 'resume-finished', 'fit0'])
 def test_fit_with_zero_steps(how):
     cbs = all_policies()
     learn = mk(cbs=cbs)
-    if how == 'resume-finished': learn.fit_one_cycle(2, 1e-2)
+    if how in ('resume-finished', 'fit0'): learn.fit_one_cycle(2, 1e-2)
     w0 = weights(learn.model)
     if how == 'GradientAccumulation': learn.fit(1, 1e-2, cbs=GradientAccumulation(n_acc=10_000))
+    elif how == 'fit0': learn.fit(0, 1e-2)
     else: learn.fit_one_cycle(2, 1e-2, start_epoch=2)
     for n,w in weights(learn.model).items(): assert torch.equal(w, w0[n]), n
     cyc,larc,mad,clip,stats = cbs
