@@ -35,22 +35,17 @@ class _Guard:
 def guard(monkeypatch):
     g = _Guard()
     for n in _SYNCING: monkeypatch.setattr(torch.Tensor, n, g.wrap(n, getattr(torch.Tensor, n)))
-    def guarded(f):
+    def with_guard(f, on):
+        "`f` with the guard on (the mechanism's code) or off (the optimizer's own step inside it)"
         def _inner(*args, **kwargs):
-            g.active = True
+            prev,g.active = g.active,on
             try: return f(*args, **kwargs)
-            finally: g.active = False
+            finally: g.active = prev
         return _inner
     # the mechanism's whole per-step work runs inside `opt.step`, in `LayerRates._step`; the optimizer's own step inside
     # it (`orig`) is not ours to guard (torch's Adam reads its CPU step counter with `.item()`)
-    def unguarded(f):
-        def _inner(*args, **kwargs):
-            g.active = False
-            try: return f(*args, **kwargs)
-            finally: g.active = True
-        return _inner
     step = LayerRates._step
-    monkeypatch.setattr(LayerRates, '_step', guarded(lambda self, orig, *a, **k: step(self, unguarded(orig), *a, **k)))
+    monkeypatch.setattr(LayerRates, '_step', with_guard(lambda self, orig, *a, **k: step(self, with_guard(orig, False), *a, **k), True))
     return g
 
 def _fit_guarded(learn, cbs):
