@@ -112,9 +112,11 @@ def test_site(site, driver):
     box = _wait(lambda: driver.find_elements(By.CSS_SELECTOR, 'input.md-search__input'))
     driver.find_element(By.CSS_SELECTOR, '.md-search__form').click()  # opens the search dialog
     box[0].send_keys('CyclicalLLR')
-    res = _wait(lambda: driver.find_elements(By.CSS_SELECTOR, '.md-search-result__item'), timeout=30)
-    assert res, 'search found nothing for CyclicalLLR'
-    assert any('CyclicalLLR' in r.text for r in res)
+    from selenium.common.exceptions import StaleElementReferenceException
+    def _hits():  # the result list re-renders while the index loads: read it again if an element went stale
+        try: return [r.text for r in driver.find_elements(By.CSS_SELECTOR, '.md-search-result__item') if 'CyclicalLLR' in r.text]
+        except StaleElementReferenceException: return []
+    assert _wait(_hits, timeout=30), 'search found nothing for CyclicalLLR'
     driver.save_screenshot(str(ART/'search.png'))
     assert not _errors(driver)
     assert (ART/'home.png').stat().st_size > 10_000 and (ART/'cyclical.png').stat().st_size > 10_000
