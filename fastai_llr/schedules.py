@@ -67,7 +67,7 @@ class SchedCLRMom(SchedCLR):
         f,amp = self._scale(round(pct*self.n_iter))
         return self.max_mom - (self.max_mom-self.base_mom)*f*amp
 
-# %% ../nbs/04_schedules.ipynb #dbaccf63
+# %% ../nbs/04_schedules.ipynb #6ccc8521
 class SchedSGDR:
     "Cosine annealing with warm restarts (Loshchilov & Hutter 2017): cycles of `cycle_len` iterations growing by `cycle_mult` (integers), peaks × `decay` (0 < decay <= 1) per restart, down to `lr_min`"
     def __init__(self, lr_max, cycle_len:int, n_iter:int, cycle_mult:int=1, lr_min=0., decay:float=1.):
@@ -103,13 +103,10 @@ class SchedSTLR:
         self.lr_max,self.n_iter = _rate(lr_max, 'lr_max'),check_int(n_iter, 'n_iter', lo=1)
         self.cut_frac = check_real(cut_frac, 'cut_frac', lo=0, lo_open=True, hi=1, hi_open=True)
         self.ratio = check_real(ratio, 'ratio', lo=1)
-        if math.floor(self.n_iter*self.cut_frac) < 1: raise ValueError(
-            f"`cut_frac` must leave at least one iteration going up, got `cut_frac` * `n_iter` = {self.cut_frac} * {self.n_iter} < 1"
-            " (`n_iter` is `n_epoch` × batches per epoch in `fit_stlr`): raise `cut_frac` or train longer.")
+        self.cut = max(1, math.floor(self.n_iter*self.cut_frac))  # the step of the peak: at least one step going up
     def __call__(self, pct):
-        t,T = round(pct*self.n_iter),self.n_iter
-        cut = math.floor(T*self.cut_frac)
-        p = t/cut if t < cut else 1 - (t-cut)/(cut*(1/self.cut_frac - 1))
+        t,T,cut = min(round(pct*self.n_iter), self.n_iter),self.n_iter,self.cut  # the step index, from fastai's float `pct`
+        p = t/cut if t < cut else (1 - (t-cut)/(T-cut) if T > cut else 1.)
         return self.lr_max*(1 + p*(self.ratio-1))/self.ratio
 
 class SchedOneCyclePlateau:
