@@ -67,7 +67,7 @@ class SchedCLRMom(SchedCLR):
         f,amp = self._scale(round(pct*self.n_iter))
         return self.max_mom - (self.max_mom-self.base_mom)*f*amp
 
-# %% ../nbs/04_schedules.ipynb #6ccc8521
+# %% ../nbs/04_schedules.ipynb #a4068345
 class SchedSGDR:
     "Cosine annealing with warm restarts (Loshchilov & Hutter 2017): cycles of `cycle_len` iterations growing by `cycle_mult` (integers), peaks × `decay` (0 < decay <= 1) per restart, down to `lr_min`"
     def __init__(self, lr_max, cycle_len:int, n_iter:int, cycle_mult:int=1, lr_min=0., decay:float=1.):
@@ -78,7 +78,7 @@ class SchedSGDR:
         decay = check_real(decay, 'decay', lo=0, lo_open=True, hi=1, hint=_DECAY)
         store_attr()
     def __call__(self, pct):
-        t,T,k = pct*self.n_iter,self.cycle_len,0
+        t,T,k = round(pct*self.n_iter),self.cycle_len,0  # integer steps: a restart happens exactly at its step
         while t >= T: t,T,k = t-T,T*self.cycle_mult,k+1
         peak = self.lr_max*self.decay**k
         return self.lr_min + (peak-self.lr_min)*(1 + math.cos(math.pi*t/T))/2
@@ -88,14 +88,24 @@ class SchedREX:
     def __init__(self, lr_max): self.lr_max = _rate(lr_max, 'lr_max')
     def __call__(self, pct): return self.lr_max*(1-pct)/(.5 + (1-pct)/2)
 
+def _milestone(p, n):
+    "The first step index `i` of `n` whose progress `i/n` is at least `p` (`ceil(p*n)`, immune to `p*n`'s float rounding)"
+    return math.ceil(p*n - 1e-9*max(1, n))
+
 class SchedStep:
     "Step decay: × `factor` (0 < factor <= 1) at each of `pcts` (fractions of training in (0, 1); Smith's suggestion: 0.1 at 50%, 75% and 90%)"
-    def __init__(self, lr_max, pcts=(.5,.75,.9), factor=.1):
+    def __init__(self, lr_max, pcts=(.5,.75,.9), factor=.1,
+                 n_iter:int=None): # Total steps: the drops happen at the integer steps `ceil(p*n_iter)` (`MultiStepLR`'s milestones)
         self.lr_max = _rate(lr_max, 'lr_max')
         self.pcts = tuple(check_reals(pcts, 'pcts', lo=0, lo_open=True, hi=1, hi_open=True))
         self.factor = check_real(factor, 'factor', lo=0, lo_open=True, hi=1,
             hint="Each step multiplies the rate by `factor` (0.1 divides it by 10); above 1 the rate would grow past `lr_max`.")
-    def __call__(self, pct): return self.lr_max*self.factor**sum(pct >= p for p in self.pcts)
+        self.n_iter = check_int(n_iter, 'n_iter', lo=1, none_ok=True)
+        self.milestones = None if n_iter is None else [_milestone(p, self.n_iter) for p in self.pcts]
+    def __call__(self, pct):
+        if self.milestones is None: return self.lr_max*self.factor**sum(pct >= p for p in self.pcts)
+        t = round(pct*self.n_iter)  # the step index: fastai's float `pct` is i/n up to rounding
+        return self.lr_max*self.factor**sum(t >= m for m in self.milestones)
 
 class SchedSTLR:
     "Slanted triangular rate (Howard & Ruder 2018, ULMFiT): linear up for `cut_frac` of training, then linear down; `ratio` = peak / lowest (>= 1)"
@@ -145,7 +155,7 @@ def plot_lr_sched(scheds:dict, # name -> schedule (callable of pct)
     ax.legend(fontsize='small')
     return ax
 
-# %% ../nbs/04_schedules.ipynb #d0403fc7
+# %% ../nbs/04_schedules.ipynb #281c00fe
 def _check_lr(lr, name):
     "A peak rate as `Learner.fit` takes it: a number, a `slice` or one per parameter group, each finite and > 0"
     if isinstance(lr, slice):
@@ -220,8 +230,8 @@ def fit_rex(self:Learner, n_epoch, lr_max=None, cbs=None, **kwargs):
 @patch
 def fit_step_decay(self:Learner, n_epoch, lr_max=None, pcts=(.5,.75,.9), factor=.1, cbs=None, **kwargs):
     "Fit with step decay (× `factor`, 0 < factor <= 1, at each of `pcts`)"
-    n_epoch,_ = _n_iter(self, n_epoch)
-    _fit_with(self, n_epoch, SchedStep(_lr_max(self, lr_max), pcts, factor), cbs, kwargs)
+    n_epoch,n = _n_iter(self, n_epoch)
+    _fit_with(self, n_epoch, SchedStep(_lr_max(self, lr_max), pcts, factor, n), cbs, kwargs)
 
 @patch
 def fit_stlr(self:Learner, n_epoch, lr_max=None, cut_frac=.1, ratio=32., cbs=None, **kwargs):
