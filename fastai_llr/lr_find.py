@@ -16,7 +16,7 @@ from .checks import *
 from .core import rng_state, set_rng_state
 
 # %% auto #0
-__all__ = ['smooth_losses', 'paired_range', 'RangeTests', 'Sweep', 'GroupRangeTest', 'GroupRangeTests']
+__all__ = ['smooth_losses', 'paired_range', 'suggestion_flag', 'RangeTests', 'Sweep', 'GroupRangeTest', 'GroupRangeTests']
 
 # %% ../nbs/05_lr_find.ipynb #8309fd61
 def smooth_losses(x:np.ndarray, # Raw losses, one per step
@@ -68,7 +68,22 @@ def paired_range(steep:float, # The steepest-descent rate
     if not np.isfinite(minimum): return float('nan'),float('nan')
     return (steep if np.isfinite(steep) and steep < minimum else minimum/div),minimum
 
-# %% ../nbs/05_lr_find.ipynb #51b4e23b
+# %% ../nbs/05_lr_find.ipynb #939c8781
+def suggestion_flag(lrs, # The rates of a range test
+                    raw, # Its raw (unsmoothed) losses, one per rate (NaN after a stop)
+                    lr:float, # A suggested rate
+                    k:float=4.): # Divergence: the raw loss above `k` times its running minimum (fastai's stop rule uses 4)
+    "Why the suggestion `lr` should not be taken at face value ('' if nothing is wrong): its raw loss is above the starting loss, or it lies where the raw loss has already diverged"
+    lrs,raw = np.asarray(lrs, dtype=float),np.asarray(raw, dtype=float)
+    n = int(np.isfinite(raw).sum())
+    if not np.isfinite(lr) or n == 0: return ''
+    i,reasons = int(np.clip(np.searchsorted(lrs[:n], lr, side='right')-1, 0, n-1)),[]
+    if raw[i] > raw[0]: reasons.append(f"raw loss {raw[i]:.3g} at {lr:.1e} is above the starting loss {raw[0]:.3g}")
+    over = np.nonzero(raw[:n] > k*np.minimum.accumulate(raw[:n]))[0]
+    if len(over) and i >= over[0]: reasons.append(f"beyond {lrs[over[0]]:.1e}, where the raw loss first exceeds {k:g}× its minimum")
+    return '; '.join(reasons)
+
+# %% ../nbs/05_lr_find.ipynb #b71d729f
 class RangeTests:
     "The runs of a repeated range test: rates, raw and smoothed losses per run, suggestions, and plots"
     def __init__(self, lrs, raw, smoothing, beta, window, quantiles, num_it, range_div=10.):
@@ -89,6 +104,8 @@ class RangeTests:
             rows.append(d)
         self.suggestions = pd.DataFrame(rows)
         sg = self.suggestions
+        self.flags = pd.DataFrame([{c: suggestion_flag(self.lrs, self.raw[r], sg.at[r, c]) for c in sg.columns} for r in range(len(sg))],
+                                  columns=sg.columns)  # '' where the suggestion is sane, else the reason
         self.n_fallback = int(((sg['range_min'] != sg['steep']) & sg['minimum'].notna()).sum())
     def summary(self)->pd.DataFrame:
         "Median and quantiles of each suggestion over the runs"
@@ -103,7 +120,10 @@ class RangeTests:
         ax.fill_between(self.lrs, self.band[0], self.band[-1], alpha=.3, label=f'{int(100*self.quantiles[0])}–{int(100*self.quantiles[-1])}% of runs')
         ax.plot(self.lrs, self.median, label='median (smoothed)')
         med = self.suggestions.median()
-        for k,c in zip(('valley','slide','minimum','steep'), ('C1','C2','C3','C4')): ax.axvline(med[k], color=c, ls='--', lw=1, label=f'{k} {med[k]:.1e}')
+        nf = (self.flags != '').sum()
+        for k,c in zip(('valley','slide','minimum','steep'), ('C1','C2','C3','C4')):
+            warn = f' (flagged in {nf[k]}/{len(self.flags)} runs)' if nf[k] else ''
+            ax.axvline(med[k], color=c, ls=':' if warn else '--', lw=1, label=f'{k} {med[k]:.1e}{warn}')
         ax.set_xscale('log'); ax.set_xlabel('learning rate'); ax.set_ylabel('loss')
         _zoom(ax, np.nanquantile(self.band[0], .01), np.nanquantile(self.band[-1], .6))
         ax.legend(fontsize='x-small')
