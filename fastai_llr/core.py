@@ -195,17 +195,17 @@ def set_rng_state(st:dict):
     if 'cuda' in st: torch.cuda.set_rng_state_all(st['cuda'])
     for dl,s in st.get('dls', []): dl.rng.setstate(s)  # `DataLoader.randomize` replaces `rng` each epoch: set the current one
 
-# %% ../nbs/00_core.ipynb #d6243b40
+# %% ../nbs/00_core.ipynb #3782f8d2
 class TensorMeta:
     "The parameters that have a gradient at a step, in slot order, with what the policies need to index them (built once per set of such parameters)"
     def __init__(self, params:list, # The tensors, in slot order
                  names:list, # Their names (the user's module paths)
                  slot:list, # The slot of each tensor
                  group:list, # The optimizer's parameter group of each tensor
-                 n_slots:int, # Number of slots
+                 slot_group:list, # The optimizer's parameter group of each slot
                  cols:tuple): # Each tensor's index among all the optimizer's tensors: its column in the records
         store_attr()
-        self.counts = [0]*n_slots
+        self.counts = [0]*len(slot_group)
         for s in slot: self.counts[s] += 1
         self.device = params[0].device if params else torch.device('cpu')
         self.cache = {} # Per-policy constants for this set of tensors
@@ -266,7 +266,7 @@ class StepStats:
             return wd if self.meta.wd_mask is None else wd*self.meta.wd_mask
         return self._get('wd', _wd)
 
-# %% ../nbs/00_core.ipynb #13876b49
+# %% ../nbs/00_core.ipynb #fe08f974
 class Record:
     "What was logged at each completed step of one training fit: on the device during an epoch, on the host after `flush`"
     def __init__(self, names:list, # The name of every tensor of the optimizer: the columns of per-tensor logs
@@ -314,6 +314,10 @@ class Record:
         if not vs: return None
         v = np.concatenate(vs)
         return v[:, self.cols] if self._per_tensor[key] else v
+    def rates(self)->np.ndarray:
+        "The rate applied to each slot (column, named by `slot_names`) at each completed step (row)"
+        v = self.get('lr')
+        return np.zeros((0, len(self.slot_names))) if v is None else v
     @property
     def cols(self)->list: return sorted(self.seen)
     @property
@@ -376,7 +380,7 @@ class LayerRatePolicy(Callback):
         r = getattr(self, '_rec', None)
         return None if r is None else r[0]
 
-# %% ../nbs/00_core.ipynb #5cd6f174
+# %% ../nbs/00_core.ipynb #71b0a940
 class _GuardedStep:
     "Stands in for `opt.step` while `LayerRates` is active: the step with every policy applied, the optimizer restored in a `finally`"
     def __init__(self, mech, orig): self.mech,self.orig = mech,orig
@@ -420,9 +424,8 @@ class LayerRates(Callback):
         self.fpols = [p for p in pols if _overrides(p, 'tensor_factors')]
         self.updaters = [p for p in pols if _overrides(p, 'after_update')]
         self.observers = [p for p in pols if _overrides(p, 'observe')]
-        self.tpols = [p for p in pols if p in self.clippers+self.fpols+self.updaters+self.observers or _overrides(p, 'setup_meta')]
-        self.fold_wd = any(p.scaling=='grad' for p in self.fpols)
-        self.copy_w = any(p.scaling=='update' for p in self.fpols) or bool(self.observers)
+        self.tpols = [p for p in pols if any(_overrides(p, h) for h in ('transform_grads','tensor_factors','after_update','observe','setup_meta'))]
+        self.fold_wd,self.scale_update = any(p.scaling=='grad' for p in self.fpols),any(p.scaling=='update' for p in self.fpols)
         self._slots(opt, model)
         pn = _pnames(model)
         self._flat = [(p, pn.get(p, '?'), s) for s,pl in enumerate(self.slot_params) for p in pl]
@@ -537,7 +540,7 @@ class LayerRates(Callback):
         if key not in self._metas:
             fl = [self._flat[i] for i in key]
             meta = self._metas[key] = TensorMeta([f[0] for f in fl], [f[1] for f in fl], [f[2] for f in fl],
-                                                 [self.slot_group[f[2]] for f in fl], len(self.slot_params), key)
+                                                 [self.slot_group[f[2]] for f in fl], self.slot_group, key)
             state = opt_state(self._opt) if self.kind=='fastai' else {}  # torch optimizers decay every tensor of a group
             do_wd = [state[p].get('do_wd', True) if p in state else True for p in meta.params]  # fastai's `wd_bn_bias=False`
             meta.wd_mask = None if all(do_wd) else to_device(do_wd, meta.device, torch.float32)
@@ -559,7 +562,7 @@ class LayerRates(Callback):
             f = p.tensor_factors(st)
             if p.scaling=='grad': st.f_grad = f if st.f_grad is None else st.f_grad*f
             else: st.f_update = f if st.f_update is None else st.f_update*f
-        if self.copy_w and (st.observers or any(p.scaling=='update' for p in self.fpols)):
+        if self.scale_update or st.observers:
             st.w_norm  # the pre-step norms, before the weights change
             if 'w_old' not in meta.cache: meta.cache['w_old'] = [torch.empty_like(w) for w in meta.params]
             torch._foreach_copy_(meta.cache['w_old'], meta.params)
@@ -607,7 +610,7 @@ class LayerRates(Callback):
     @property
     def lrs(self)->np.ndarray|None:
         "The rate applied to each slot at each step of the last training fit (steps × slots)"
-        return None if self.record is None else self.record.get('lr')
+        return None if self.record is None else self.record.rates()
     @property
     def iters(self)->np.ndarray|None:
         "The training iteration of each row of `lrs`"

@@ -53,7 +53,7 @@ def _check_sched(s, g):
     for pct in np.linspace(0, 1, 101): check_real(s(float(pct)), f"scheds[{g}](pct={pct:.2f})", lo=0)
     return s
 
-# %% ../nbs/01_cyclical.ipynb #abcacf2b
+# %% ../nbs/01_cyclical.ipynb #2bbab51f
 class CyclicalLLR(LayerRatePolicy):
     "Multiply each layer group's learning rate by a multiplier that changes over training"
     def __init__(self,
@@ -97,9 +97,7 @@ class CyclicalLLR(LayerRatePolicy):
     @property
     def lrs(self)->np.ndarray|None:
         "The rate applied to each layer group (column) at each step (row) of the last training fit"
-        if self.record is None: return None
-        v = self.record.get('lr')
-        return np.zeros((0, len(self.record.slot_names))) if v is None else v
+        return None if self.record is None else self.record.rates()
     @property
     def iters(self)->np.ndarray|None: return None if self.record is None else self.record.steps('lr')
     @property

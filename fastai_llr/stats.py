@@ -121,7 +121,7 @@ def plot_norms(self:GradClip, ax=None, figsize=None, log=True):
     ax.legend(fontsize='small')
     return ax
 
-# %% ../nbs/03_stats.ipynb #9c2d9fb4
+# %% ../nbs/03_stats.ipynb #5998827c
 def _eff_rule(opt):
     "How `opt`'s per-element step size `lr_t/(sqrt(v)+eps)` reads from its state: (key of `v`, bias-corrected?, Adagrad's rate decay?)"
     inner = getattr(opt, 'opt', None)
@@ -172,7 +172,7 @@ def _eff_quantiles(st, opt, rule, q, max_elements, tag):
             c = 1/(1+(float(s['step'])-1)*h['lr_decay'])
             torch.div(v, c*c, out=V[i,:cnt[i]]); scaled[i] = eps[-1]/c  # lr·c/(√v+ε) = lr/(√(v/c²)+ε/c)
         else: V[i,:cnt[i]] = v
-    e = st.meta.expand([eps[st.meta.slot.index(k)] if k in st.meta.slot else 0. for k in range(len(st.meta.counts))])[:,None] if len(set(eps)) > 1 or scaled else eps[0]
+    e = st.meta.expand([hs[g].get('eps', eps[0]) for g in st.meta.slot_group])[:,None] if len(set(eps)) > 1 or scaled else eps[0]
     for i,ei in scaled.items(): e[i] = ei  # an asynchronous fill, no transfer
     eff = st.lr[:,None]/(V.sqrt() + e)  # the padding (inf) gives 0
     return _q_from_desc(eff.sort(dim=1, descending=True).values, cnt_t, q)

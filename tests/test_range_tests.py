@@ -32,6 +32,11 @@ ENTRY = {
     'fastai lr_find with a policy': lambda l: l.lr_find(num_it=12, show_plot=False),
 }
 
+def _states(learn):
+    "Comparable snapshots of every random state a range test could move"
+    st = rng_state(learn)
+    return (st['py'], tuple(map(str, st['np'])), st['torch'].tolist(), [s for _,s in st['dls']])
+
 def _fit(learn):
     with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(2, 1e-2)
     return [p.detach().clone() for p in learn.model.parameters()],[float(v) for v in learn.recorder.losses]
@@ -45,7 +50,9 @@ def test_range_test_leaves_no_trace(entry, with_opt, tmp_path):
     if with_opt:  # an optimizer with state, and DataLoaders that have moved
         g = rng_state(); _fit(ref); set_rng_state(g); _fit(learn)
     g = rng_state()  # the global random states, the same for both fits
+    before = _states(learn)
     with learn.no_bar(), learn.no_logging(): ENTRY[entry](learn)
+    assert _states(learn) == before, entry  # every random state as it was: Python's, NumPy's, torch's, the DataLoaders'
     w1,l1 = _fit(learn)
     set_rng_state(g); w0,l0 = _fit(ref)
     assert l0 == l1, entry
