@@ -168,14 +168,20 @@ class MADLR(FactorPolicy):
 # %% ../nbs/02_adaptive.ipynb #4e17e2db
 class Quadratic(nn.Module):
     "A separable quadratic `Σ h_l/2 ‖w_l‖²` over 2-D parameter tensors with curvatures `hs` (the input is ignored)"
-    def __init__(self, hs=(1e-2, 1., 1e2), shape=(4,4), seed=0):
+    def __init__(self,
+        hs=(1e-2, 1., 1e2), # The curvature of each weight tensor: one tensor per value
+        shape=(4,4), # The shape of each weight tensor
+        seed=0, # Seed of the initial weights (set as torch's global seed)
+    ):
         super().__init__()
         torch.manual_seed(seed)
         self.hs = list(hs)
         self.ws = nn.ParameterList([nn.Parameter(torch.randn(*shape)) for _ in hs])
     def forward(self, x): return sum(h/2*(w**2).sum() for h,w in zip(self.hs, self.ws)).expand(x.shape[0])
 
-def quadratic_learner(hs=(1e-2, 1., 1e2), n_steps=8, **kwargs):
+def quadratic_learner(hs=(1e-2, 1., 1e2), # Curvatures, as in `Quadratic`
+                      n_steps=8, # Training batches (steps) per epoch
+                      **kwargs): # Passed to `Learner` (e.g. `cbs`)
     "A `Learner` minimising `Quadratic(hs)` with plain SGD, `n_steps` batches per epoch"
     x = torch.zeros(n_steps, 1)
     dls = DataLoaders(DataLoader(list(zip(x, x)), bs=1), DataLoader(list(zip(x[:1], x[:1])), bs=1))

@@ -67,7 +67,13 @@ class TrainConfig:
 # %% ../nbs/08_compare.ipynb #f1345421
 class Comparison:
     "The runs of `compare`: a table, a summary over seeds, and plots"
-    def __init__(self, records:list, metric:str, target=None, rates:dict=None, higher_is_better=True):
+    def __init__(self,
+        records:list, # One dict per run, as `compare` makes them (config, seed, metric history, final, best, time, ...)
+        metric:str, # Name of the metric
+        target=None, # The metric value the runs were to reach (`None`: no target)
+        rates:dict=None, # Per-layer rates: `{(config, seed): DataFrame}` with columns step, layer, lr (from `layer_stats=True`)
+        higher_is_better=True, # Whether larger metric values are better
+    ):
         store_attr()
         self.rates = rates or {}
     @property
@@ -97,7 +103,7 @@ class Comparison:
             ax.plot(x, h.mean(0), color=f'C{i%10}', label=c, ls='-' if i < 10 else '--')
             ax.fill_between(x, h.min(0), h.max(0), color=f'C{i%10}', alpha=.15)
         if self.target is not None: ax.axhline(self.target, color='grey', lw=.8, ls=':')
-        ax.set_xlabel('epoch'); ax.set_ylabel(f'validation {self.metric}'); ax.legend(fontsize='x-small', ncol=2)
+        ax.set_xlabel('epoch'); ax.set_ylabel(f'validation {self.metric}'); ax.legend(fontsize='small', ncol=2)
         return ax
     def plot_rates(self, config:str, seed=None, ax=None, figsize=None, log=True):
         "The rate each layer trained at, over the steps of one run (first seed by default); needs `layer_stats=True`"
@@ -105,10 +111,14 @@ class Comparison:
         if not keys: raise ValueError(f"No per-layer rates for {config!r}: run `compare` with `layer_stats=True`.")
         df = self.rates[sorted(keys)[0]]
         if ax is None: _,ax = plt.subplots(figsize=figsize or (7,4))
-        for i,(lay,d) in enumerate(df.groupby('layer', sort=False)): ax.plot(d.step, d.lr, label=lay, color=plt.cm.viridis(i/max(1, df.layer.nunique()-1)))
+        layers = list(dict.fromkeys(df.layer)); n = len(layers)
+        for i,(lay,d) in enumerate(df.groupby('layer', sort=False)): ax.plot(d.step, d.lr, label=lay, color=plt.cm.viridis(i/max(1, n-1)))
         ax.set_xlabel('step'); ax.set_ylabel('learning rate'); ax.set_title(config, fontsize='small')
         if log: ax.set_yscale('log')
-        ax.legend(fontsize='xx-small', ncol=2)
+        if n <= 8: ax.legend(fontsize='small')
+        else:  # many layers: a colour scale of depth, first and last layer named, instead of an unreadable legend
+            cb = plt.colorbar(plt.cm.ScalarMappable(cmap='viridis', norm=plt.Normalize(0, n-1)), ax=ax)
+            cb.set_ticks([0, n-1]); cb.set_ticklabels([layers[0], layers[-1]], fontsize='small'); cb.set_label('layer (depth)')
         return ax
 
 # %% ../nbs/08_compare.ipynb #ef3c6636
@@ -155,7 +165,7 @@ def compare(configs:list, # `TrainConfig`s (names unique)
             higher_is_better:bool=True, # Whether larger metric values are better (for `best` and the target)
             layer_stats=False, # Record per-layer rates with `LayerStats` (True, or `every` as an int)
             path=None, # Folder to save runs to and resume from
-            show_progress:bool=True,
+            show_progress:bool=True, # Show a progress bar over the runs
 )->Comparison:
     "Train every config with every seed from identical initial weights and data order per seed; collect the results"
     configs,seeds = list(configs),list(seeds)

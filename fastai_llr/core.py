@@ -15,10 +15,10 @@ from fastai.optimizer import Optimizer, OptimWrapper
 from .checks import *
 
 # %% auto #0
-__all__ = ['LLR_ORDER', 'layer_modules', 'chunk_sizes', 'LayerGroups', 'depth_groups', 'opt_groups', 'resolve_groups',
-           'synth_dls', 'synth_model', 'synth_learner', 'is_adaptive', 'opt_state', 'hyper_dicts', 'to_device',
-           'rng_state', 'set_rng_state', 'TensorMeta', 'StepStats', 'Record', 'LayerRatePolicy', 'LayerRates', 'is_1d',
-           'TensorPolicy', 'FactorPolicy']
+__all__ = ['LLR_ORDER', 'layer_modules', 'chunk_sizes', 'LayerGroups', 'group_label', 'depth_groups', 'opt_groups',
+           'resolve_groups', 'synth_dls', 'synth_model', 'synth_learner', 'is_adaptive', 'opt_state', 'hyper_dicts',
+           'to_device', 'rng_state', 'set_rng_state', 'TensorMeta', 'StepStats', 'Record', 'LayerRatePolicy',
+           'LayerRates', 'is_1d', 'TensorPolicy', 'FactorPolicy']
 
 # %% ../nbs/00_core.ipynb #9cc2d546
 def _unwrap(model:nn.Module)->nn.Module:
@@ -74,6 +74,14 @@ def _span(names):
     names = list(dict.fromkeys(n or 'model' for n in names))
     return names[0] if len(names)==1 else f"{names[0]}…{names[-1]}"
 
+def group_label(g:int, # Index of the layer group (0: the input side)
+                name:str, # Its name, `first…last` module (`LayerGroups.names`)
+               )->str:
+    "Legend label of layer group `g`: `group 0: conv1 … layer2.1`, or `group 0: layers 0 … 2` for numbered layers"
+    parts = name.split('…')
+    what = 'layers ' if all(p.replace('.', '').isdigit() for p in parts) and len(parts) > 1 else ('layer ' if name.isdigit() else '')
+    return f"group {g}: {what}{' … '.join(parts)}"
+
 def depth_groups(model:nn.Module, # The model to split
                  n:int # Number of groups
                 )->LayerGroups:
@@ -91,7 +99,9 @@ def depth_groups(model:nn.Module, # The model to split
     return LayerGroups(group_of, names, 'depth')
 
 # %% ../nbs/00_core.ipynb #7ff7b526
-def opt_groups(opt, model:nn.Module=None)->LayerGroups:
+def opt_groups(opt, # The optimizer: each of its parameter groups (`param_lists`) is a layer group
+               model:nn.Module=None, # The model, to name each group by its span of modules (default: 'group 0', 'group 1', ...)
+              )->LayerGroups:
     "The optimizer's parameter groups as layer groups"
     pn = _pnames(model) if model is not None else {}
     group_of,names = {},[]
@@ -122,7 +132,11 @@ def synth_dls(n:int=256, # Number of samples (a quarter go to validation)
     ds,nv = list(zip(x,y)),n//4
     return DataLoaders(DataLoader(ds[nv:], bs=bs, shuffle=False, drop_last=True), DataLoader(ds[:nv], bs=bs))
 
-def synth_model(n_layers:int=6, n_in:int=8, n_hidden:int=16, n_out:int=3, seed:int=0):
+def synth_model(n_layers:int=6, # Number of linear layers
+                n_in:int=8, # Input features
+                n_hidden:int=16, # Width of the hidden layers
+                n_out:int=3, # Outputs (classes)
+                seed:int=0): # Seed of the initial weights (set as torch's global seed)
     "A stack of `n_layers` linear layers with ReLUs in between, initialised from `seed`"
     torch.manual_seed(seed)
     sz = [n_in] + [n_hidden]*(n_layers-1) + [n_out]
@@ -130,7 +144,9 @@ def synth_model(n_layers:int=6, n_in:int=8, n_hidden:int=16, n_out:int=3, seed:i
     for i in range(n_layers): layers += [nn.Linear(sz[i], sz[i+1])] + ([nn.ReLU()] if i < n_layers-1 else [])
     return nn.Sequential(*layers)
 
-def synth_learner(n_layers:int=6, seed:int=0, **kwargs):
+def synth_learner(n_layers:int=6, # Number of linear layers of the model
+                  seed:int=0, # Seed of the data and of the initial weights
+                  **kwargs): # Passed to `Learner` (e.g. `opt_func`, `splitter`, `cbs`)
     "A `Learner` on `synth_dls` and `synth_model`; `kwargs` go to `Learner`"
     return Learner(synth_dls(seed=seed), synth_model(n_layers, seed=seed), loss_func=CrossEntropyLossFlat(), **kwargs)
 
@@ -175,13 +191,15 @@ def hyper_dicts(opt # A fastai `Optimizer` or `OptimWrapper`
 
 def to_device(vals, # Host values (numbers or bools)
               device:torch.device, # Where the tensor goes
-              dtype=None)->Tensor:
+              dtype=None, # The tensor's `torch.dtype` (default: inferred from `vals`)
+             )->Tensor:
     "The package's one host→device transfer: a small tensor from host values, pinned and non-blocking on CUDA. Called once per set of tensors, never per step"
     t = torch.tensor(vals, dtype=dtype)
     return t if device.type=='cpu' else t.pin_memory().to(device, non_blocking=True)
 
 # %% ../nbs/00_core.ipynb #beecb170
-def rng_state(learn=None)->dict:
+def rng_state(learn=None, # A `Learner` whose `DataLoader`s' own generators are saved too (default: only the global states)
+             )->dict:
     "Every random state a range test moves: Python's, NumPy's, torch's (CUDA's), and with `learn` its DataLoaders' own generators"
     st = dict(py=random.getstate(), np=np.random.get_state(), torch=torch.get_rng_state())
     if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
@@ -189,7 +207,8 @@ def rng_state(learn=None)->dict:
         st['dls'] = [(dl, dl.rng.getstate()) for dl in getattr(learn.dls, 'loaders', []) if isinstance(getattr(dl, 'rng', None), random.Random)]
     return st
 
-def set_rng_state(st:dict):
+def set_rng_state(st:dict, # What `rng_state` returned
+                 ):
     "Put back what `rng_state` saved"
     random.setstate(st['py']); np.random.set_state(st['np']); torch.set_rng_state(st['torch'])
     if 'cuda' in st: torch.cuda.set_rng_state_all(st['cuda'])
@@ -617,7 +636,9 @@ class LayerRates(Callback):
         return None if self.record is None else self.record.steps('lr')
 
 # %% ../nbs/00_core.ipynb #f7f64f06
-def is_1d(name:str, p:Tensor)->bool:
+def is_1d(name:str, # The tensor's name (its module path; not used)
+          p:Tensor, # The parameter tensor
+         )->bool:
     "The default exclusion of the tensor policies: biases and normalization weights (tensors with fewer than 2 dimensions)"
     return p.ndim < 2
 

@@ -18,7 +18,12 @@ __all__ = ['LinMult', 'OneCycleMult', 'TriangularMult', 'CyclicalLLR', 'one_cycl
 # %% ../nbs/01_cyclical.ipynb #5f01f35b
 class LinMult:
     "`start` until `pct_start`, then linear to `end` at `pct_end`, then constant"
-    def __init__(self, start:float, end:float, pct_start:float=0., pct_end:float=1.): store_attr()
+    def __init__(self,
+        start:float, # Multiplier up to `pct_start`
+        end:float, # Multiplier from `pct_end` on
+        pct_start:float=0., # Training progress (0 to 1) where the linear change starts
+        pct_end:float=1., # Training progress where it ends (>= `pct_start`)
+    ): store_attr()
     def __call__(self, pct):
         if pct <= self.pct_start: return self.start
         if pct >= self.pct_end: return self.end
@@ -30,7 +35,11 @@ def _cos(a, b, f): return a + (b-a)*(1-math.cos(math.pi*f))/2
 
 class OneCycleMult:
     "A 1cycle shape peaking at 1 at `pct_peak`: cosine up from `1/div`, cosine down to `1/div_final`"
-    def __init__(self, pct_peak:float=.25, div:float=25., div_final:float=1e4): store_attr()
+    def __init__(self,
+        pct_peak:float=.25, # Training progress (0 to 1) where the multiplier peaks at 1
+        div:float=25., # The multiplier starts at `1/div`
+        div_final:float=1e4, # The multiplier ends at `1/div_final`
+    ): store_attr()
     def __call__(self, pct):
         if pct <= self.pct_peak: return _cos(1/self.div, 1., pct/self.pct_peak if self.pct_peak > 0 else 1.)
         return _cos(1., 1/self.div_final, (pct-self.pct_peak)/(1-self.pct_peak) if self.pct_peak < 1 else 1.)
@@ -38,7 +47,11 @@ class OneCycleMult:
 
 class TriangularMult:
     "Triangular cycles of length `cycle` (a fraction of training) between `low` and `high`, starting at `low`"
-    def __init__(self, cycle:float, low:float=.5, high:float=2.): store_attr()
+    def __init__(self,
+        cycle:float, # Length of a cycle as a fraction of training (`.25`: four cycles)
+        low:float=.5, # Multiplier at the start and end of each cycle
+        high:float=2., # Multiplier in the middle of each cycle
+    ): store_attr()
     def __call__(self, pct):
         f = (pct/self.cycle) % 1.
         return self.low + (self.high-self.low)*(1 - abs(2*f-1))
@@ -179,7 +192,10 @@ def soft_freeze(cls:CyclicalLLR,
     return cls(scheds=scheds)
 
 # %% ../nbs/01_cyclical.ipynb #bb55537c
-def one_cycle_lrs(lr_max, pct_start=.25, div=25., div_final=1e5):
+def one_cycle_lrs(lr_max, # Peak rate: a number or one per optimizer group
+                  pct_start=.25, # Fraction of training spent rising to `lr_max`
+                  div=25., # The rate starts at `lr_max/div`
+                  div_final=1e5): # The rate ends at `lr_max/div_final`
     "The global rate of `fit_one_cycle(n, lr_max, ...)` as a function of `pct` (one value per optimizer group)"
     lr_max = np.array(lr_max, dtype=float).reshape(-1)
     return combined_cos(pct_start, lr_max/div, lr_max, lr_max/div_final)
@@ -197,7 +213,8 @@ def plot_sched(self:CyclicalLLR,
     learn:Learner=None, # A learner, to name the layer groups, take its rates (and count iterations with `n_epoch`)
     n_epoch:int=None, # Epochs of the planned training (with `learn`)
     n:int=200, # Points of the preview when not counting iterations
-    ax=None, figsize=None,
+    ax=None, # Matplotlib axes to draw on (default: a new figure)
+    figsize=None, # Size of the new figure (default (6, 4))
 ):
     "Preview the per-group multipliers (or, with `lr`, learning rates) over training"
     if learn is not None:
@@ -212,18 +229,22 @@ def plot_sched(self:CyclicalLLR,
     ms = np.array([[s(p) for s in self.scheds]*(ng if len(self.scheds)==1 else 1) for p in pcts])
     ys = ms if lr is None else ms*np.stack([_lr_at(lr, p, ng) for p in pcts])
     if ax is None: _,ax = plt.subplots(figsize=figsize or (6,4))
-    for g in range(ng): ax.plot(xs, ys[:,g], label=f'{g}: {names[g]}')
+    for g in range(ng): ax.plot(xs, ys[:,g], label=group_label(g, names[g]) if learn is not None else names[g])
     ax.set_xlabel('iteration' if total else 'training progress (pct)')
     ax.set_ylabel('layer multiplier' if lr is None else 'learning rate')
     ax.legend(fontsize='small')
     return ax
 
 @patch
-def plot_lrs(self:CyclicalLLR, ax=None, figsize=None, log=False):
+def plot_lrs(self:CyclicalLLR,
+    ax=None, # Matplotlib axes to draw on (default: a new figure)
+    figsize=None, # Size of the new figure (default (6, 4))
+    log=False, # Log scale for the rate axis
+):
     "Plot the learning rate actually applied to each layer group at each iteration of the last `fit`"
     if not hasattr(self, 'lrs'): raise ValueError("Nothing recorded yet: train with this callback first.")
     if ax is None: _,ax = plt.subplots(figsize=figsize or (6,4))
-    for g,nm in enumerate(self.lr_names): ax.plot(self.iters, self.lrs[:,g], label=f'{g}: {nm}')
+    for g,nm in enumerate(self.lr_names): ax.plot(self.iters, self.lrs[:,g], label=group_label(g, nm))
     ax.set_xlabel('iteration'); ax.set_ylabel('learning rate applied')
     if log: ax.set_yscale('log')
     ax.legend(fontsize='small')

@@ -61,7 +61,7 @@ def mnist_dls(bs:int=128, # Batch size
               path=None, # A local copy (default: `untar_data(URLs.MNIST)`, which downloads it once)
               n_per_class:int=None, # Keep at most this many training images per class
               seed:int=42, # Seed of the subset and the training order
-              device=None):
+              device=None): # Device of the batches (default: fastai's `default_device()`, the GPU if there is one)
     "MNIST (28×28 grey images) from fastai's copy, or from `path` in the same layout"
     path = Path(path) if path is not None else untar_data(URLs.MNIST)
     return _folder_dls(path, 'training', 'testing', PILImageBW, _STATS['mnist'], bs, n_per_class, seed, device)
@@ -70,7 +70,7 @@ def cifar10_dls(bs:int=128, # Batch size
                 path=None, # A local copy (default: `untar_data(URLs.CIFAR)`, which downloads it once)
                 n_per_class:int=None, # Keep at most this many training images per class
                 seed:int=42, # Seed of the subset and the training order
-                device=None):
+                device=None): # Device of the batches (default: fastai's `default_device()`, the GPU if there is one)
     "CIFAR-10 (32×32 colour images) from fastai's copy, or from `path` in the same layout"
     path = Path(path) if path is not None else untar_data(URLs.CIFAR)
     return _folder_dls(path, 'train', 'test', PILImage, _STATS['cifar10'], bs, n_per_class, seed, device)

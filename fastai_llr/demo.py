@@ -87,7 +87,8 @@ def run_demo(epochs:int=8, # Epochs per run
     return df
 
 # %% ../nbs/09_demo.ipynb #9915aa14
-def main(argv=None):
+def main(argv=None, # Command-line arguments, e.g. `['demo', '--epochs', '2']` (default: `sys.argv[1:]`)
+        ):
     "The `fastai-llr` console command"
     p = argparse.ArgumentParser(prog='fastai-llr', description='fastai_llr: per-layer learning rates for fastai')
     sub = p.add_subparsers(dest='cmd', required=True)

@@ -15,7 +15,12 @@ __all__ = ['CPUMixedPrecision', 'gloo_cpu_ddp']
 # %% ../nbs/06_integration.ipynb #84bda97f
 class CPUMixedPrecision(MixedPrecision):
     "fastai's `MixedPrecision` on the CPU: a real `GradScaler('cpu')`; autocast (bfloat16) only if asked"
-    def __init__(self, autocast:bool=False, **kwargs): # `kwargs` go to `GradScaler` (e.g. `init_scale`)
+    __signature__ = None # `inspect.signature` then reads the `__init__` below, not the signature `MixedPrecision` stores
+    @delegates(torch.amp.GradScaler, but=['device'])
+    def __init__(self,
+        autocast:bool=False, # Autocast the forward pass to bfloat16; off, the numerics stay float32
+        **kwargs # Passed to `torch.amp.GradScaler('cpu', ...)` (e.g. `init_scale`)
+    ):
         super().__init__(**kwargs)
         self.use_autocast = autocast
     def before_fit(self):

@@ -86,7 +86,16 @@ def suggestion_flag(lrs, # The rates of a range test
 # %% ../nbs/05_lr_find.ipynb #b71d729f
 class RangeTests:
     "The runs of a repeated range test: rates, raw and smoothed losses per run, suggestions, and plots"
-    def __init__(self, lrs, raw, smoothing, beta, window, quantiles, num_it, range_div=10.):
+    def __init__(self,
+        lrs, # The rate of each step (those of the longest run)
+        raw, # Raw losses: one row per run, one column per step (NaN after a run stopped)
+        smoothing, # 'ema_debiased', 'ema', 'sma' or 'none' (see `smooth_losses`)
+        beta, # EMA decay
+        window, # SMA window
+        quantiles, # Quantiles of the smoothed losses over the runs: the first and last bound the band (e.g. `(.1,.9)`)
+        num_it, # Steps of each test, as in `lr_find` (the suggestions skip its first 10%)
+        range_div=10., # Fallback ratio of the paired range (see `paired_range`)
+    ):
         self.lrs,self.raw,self.quantiles = np.asarray(lrs),raw,quantiles
         self.smoothed = np.full_like(raw, np.nan)
         for r,row in enumerate(raw):
@@ -112,7 +121,11 @@ class RangeTests:
         q = self.suggestions.quantile([self.quantiles[0], .5, self.quantiles[-1]])
         q.index = [f'q{int(100*self.quantiles[0])}', 'median', f'q{int(100*self.quantiles[-1])}']
         return q
-    def plot(self, ax=None, figsize=None, raw=True):
+    def plot(self,
+        ax=None, # Matplotlib axes to draw on (default: a new figure)
+        figsize=None, # Size of the new figure (default (7, 4))
+        raw=True, # Also draw each run's raw losses, faintly
+    ):
         "Median smoothed curve with its band; raw curves faint underneath; median suggestions marked"
         if ax is None: _,ax = plt.subplots(figsize=figsize or (7,4))
         if raw:
@@ -128,7 +141,10 @@ class RangeTests:
         _zoom(ax, np.nanquantile(self.band[0], .01), np.nanquantile(self.band[-1], .6))
         ax.legend(fontsize='x-small')
         return ax
-    def plot_suggestions(self, ax=None, figsize=None):
+    def plot_suggestions(self,
+        ax=None, # Matplotlib axes to draw on (default: a new figure)
+        figsize=None, # Size of the new figure (default (7, 3))
+    ):
         "The spread of each suggestion over the runs: one dot per run, the median as a bar"
         if ax is None: _,ax = plt.subplots(figsize=figsize or (7,3))
         cols = list(self.suggestions.columns)
@@ -147,14 +163,17 @@ def lr_find_repeated(self:Learner,
     n_runs:int=5, # Number of range tests
     reinit:bool=True, # Re-initialize the weights for each run (seed `seed + r`); else start each from the current weights
     seed:int=0, # Seed of the first run
-    start_lr:float=1e-7, end_lr:float=10., num_it:int=100, stop_div:bool=True, # As in `lr_find`
+    start_lr:float=1e-7, # Rate of the first step (> 0), as in `lr_find`
+    end_lr:float=10., # Rate of the last step (> `start_lr`), as in `lr_find`
+    num_it:int=100, # Steps of each test, as in `lr_find`
+    stop_div:bool=True, # Stop a test once its loss diverges, as in `lr_find`
     smoothing:str='ema_debiased', # 'ema_debiased', 'ema', 'sma' or 'none'
     beta:float=.98, # EMA decay
     window:int=10, # SMA window
     quantiles:tuple=(.1,.9), # The band
     range_div:float=10., # Fallback ratio of the paired range (see `paired_range`)
     cbs=None, # Extra callbacks attached for the duration of each test
-    show_plot:bool=True,
+    show_plot:bool=True, # Plot the result (`RangeTests.plot`)
 )->RangeTests:
     "Run `lr_find` `n_runs` times from different initializations; restore the learner, its optimizer and the RNGs afterwards"
     n_runs = check_int(n_runs, 'n_runs', lo=1)
@@ -196,31 +215,39 @@ def _lr_find_with(self:Learner, cbs, start_lr, end_lr, num_it, stop_div):
 # %% ../nbs/05_lr_find.ipynb #6ebd8f61
 class Sweep:
     "Range tests at several values of one setting (`name`): `tests[value]` is a `RangeTests`"
-    def __init__(self, name, tests): self.name,self.tests = name,tests
+    def __init__(self,
+        name, # The setting swept, e.g. 'wd' or 'bs' ('bs' adds a plot of the suggestions against the batch size)
+        tests, # `{value: RangeTests}`: the repeated range test at each value
+    ): self.name,self.tests = name,tests
     def summary(self)->pd.DataFrame:
         "Median of each suggestion, one row per value"
         df = pd.DataFrame({v: t.suggestions.median() for v,t in self.tests.items()}).T
         df.index.name = self.name
         return df
-    def suggest_wd(self, frac:float=.5):
+    def suggest_wd(self,
+        frac:float=.5, # A value qualifies if its median `minimum` suggestion is at least `frac` × the highest one
+    ):
         "The largest value whose median `minimum` suggestion is at least `frac` × the highest one (weight-decay sweeps)"
         m = self.summary()['minimum']
         return max(v for v,x in m.items() if x >= frac*m.max())
-    def plot(self, ax=None, figsize=None):
+    def plot(self,
+        ax=None, # Matplotlib axes to draw on (default: a new figure); a batch-size sweep always makes a new figure of two
+        figsize=None, # Size of the new figure (default (7, 4), (8.5, 3.4) for a batch-size sweep)
+    ):
         "Median smoothed curves, one per value; for a batch-size sweep also the suggested rates against batch size"
         if self.name=='bs':
-            _,axs = plt.subplots(1, 2, figsize=figsize or (12,4))
+            _,axs = plt.subplots(1, 2, figsize=figsize or (8.5,3.4))
             ax = axs[0]
         elif ax is None: _,ax = plt.subplots(figsize=figsize or (7,4))
         for v,t in self.tests.items(): ax.plot(t.lrs, t.median, label=f'{self.name}={v:g}')
         ax.set_xscale('log'); ax.set_xlabel('learning rate'); ax.set_ylabel('loss (median, smoothed)')
         _zoom(ax, min(np.nanmin(t.median) for t in self.tests.values()), max(np.nanquantile(t.median, .5) for t in self.tests.values()))
-        ax.legend(fontsize='x-small')
+        ax.legend(fontsize='small')
         if self.name=='bs':
             s = self.summary()
             for k in ('valley','minimum','steep'): axs[1].plot(s.index, s[k], 'o-', label=k)
             axs[1].set_xscale('log', base=2); axs[1].set_yscale('log'); axs[1].set_xlabel('batch size'); axs[1].set_ylabel('suggested rate')
-            axs[1].legend(fontsize='x-small')
+            axs[1].legend(fontsize='small')
             return axs
         return ax
 
@@ -239,7 +266,10 @@ def _sweep(learn, name, values, attr, make, show_plot, kwargs):
 
 @patch
 @delegates(Learner.lr_find_repeated, but=['show_plot'])
-def lr_find_wd_sweep(self:Learner, wds=(0., 1e-4, 1e-3, 1e-2, 1e-1), show_plot=True, **kwargs)->Sweep:
+def lr_find_wd_sweep(self:Learner,
+    wds=(0., 1e-4, 1e-3, 1e-2, 1e-1), # Weight decays to test (>= 0), each set as `learn.wd`
+    show_plot=True, # Plot the result (`Sweep.plot`)
+    **kwargs)->Sweep:
     "One repeated range test per weight decay in `wds`; `suggest_wd()` gives the largest that still allows a high rate"
     wds = check_reals(wds, 'wds', lo=0)
     return _sweep(self, 'wd', wds, 'wd', lambda old,w: w, show_plot, kwargs)
@@ -248,7 +278,10 @@ def _with_bs(dls, bs): return DataLoaders(dls.train.new(bs=bs), *dls.loaders[1:]
 
 @patch
 @delegates(Learner.lr_find_repeated, but=['show_plot'])
-def lr_find_bs_sweep(self:Learner, bss=(32, 64, 128, 256), show_plot=True, **kwargs)->Sweep:
+def lr_find_bs_sweep(self:Learner,
+    bss=(32, 64, 128, 256), # Training batch sizes to test (integers >= 1); only the training `DataLoader` changes
+    show_plot=True, # Plot the result (`Sweep.plot`: the curves, and the suggestions against the batch size)
+    **kwargs)->Sweep:
     "One repeated range test per training batch size in `bss`"
     bss = [check_int(b, f'bss[{i}]', lo=1) for i,b in enumerate(bss)]
     if not bss: raise ValueError("`bss` is empty.")
@@ -274,16 +307,25 @@ class GroupRangeTest(LayerRatePolicy):
 # %% ../nbs/05_lr_find.ipynb #6920ffd2
 class GroupRangeTests:
     "Range tests of each layer group: `tests[name]` is a `RangeTests` over the swept group's rate"
-    def __init__(self, tests:dict, hold_lr:float): self.tests,self.hold_lr = tests,hold_lr
+    def __init__(self,
+        tests:dict, # `{group name: RangeTests}`: the repeated range test of each swept group
+        hold_lr:float, # The rate the other groups were held at
+    ): self.tests,self.hold_lr = tests,hold_lr
     def summary(self)->pd.DataFrame:
         "Median of each suggestion, one row per group"
         df = pd.DataFrame({k: t.suggestions.median() for k,t in self.tests.items()}).T
         df.index.name = 'group'
         return df
-    def mults(self, key:str='valley', base:float=None)->list:
+    def mults(self,
+        key:str='valley', # The suggestion to use: a column of `summary()` ('valley', 'slide', 'minimum', 'steep', 'range_min', 'range_max')
+        base:float=None, # The rate to divide by, e.g. the global rate you will train at (default: `hold_lr`)
+    )->list:
         "Each group's suggested rate (`key`) divided by `base` (default `hold_lr`): constant multipliers for `CyclicalLLR`"
         return list(self.summary()[key].to_numpy()/(base or self.hold_lr))
-    def plot(self, ax=None, figsize=None):
+    def plot(self,
+        ax=None, # Matplotlib axes to draw on (default: a new figure)
+        figsize=None, # Size of the new figure (default (7, 4))
+    ):
         "Median smoothed curve and band of each group, with its median `valley` suggestion"
         if ax is None: _,ax = plt.subplots(figsize=figsize or (7,4))
         lo,hi = [],[]
@@ -294,7 +336,7 @@ class GroupRangeTests:
             lo.append(np.nanmin(t.median)); hi.append(np.nanquantile(t.median, .6))
         _zoom(ax, min(lo), max(hi))
         ax.set_xscale('log'); ax.set_xlabel("the swept group's rate"); ax.set_ylabel('loss (median, smoothed)')
-        ax.set_title(f'other groups held at {self.hold_lr:.1e}; dashed: valley', fontsize='small'); ax.legend(fontsize='x-small')
+        ax.set_title(f'other groups held at {self.hold_lr:.1e}; dashed: valley', fontsize='small'); ax.legend(fontsize='small')
         return ax
 
 # %% ../nbs/05_lr_find.ipynb #3f73ea97
@@ -304,7 +346,7 @@ def lr_find_groups(self:Learner,
     hold_lr:float=None, # Rate of the groups not swept (default: `learn.lr`)
     n_groups:int=None, # Number of layer groups (default: the optimizer's parameter groups)
     groups:list=None, # Indices of the groups to sweep (default: all)
-    show_plot:bool=True,
+    show_plot:bool=True, # Plot the result (`GroupRangeTests.plot`)
     **kwargs)->GroupRangeTests:
     "One (repeated) range test per layer group, sweeping that group's rate while the others are held at `hold_lr`"
     hold_lr = self.lr if hold_lr is None else hold_lr
@@ -316,7 +358,7 @@ def lr_find_groups(self:Learner,
     groups = list(range(lg.n)) if groups is None else list(groups)
     if not groups or any(not 0 <= g < lg.n for g in groups): raise ValueError(f"`groups` must be indices in [0, {lg.n}), got {groups!r}.")
     names = [lg.names[g] for g in groups]
-    if len(set(names)) < len(names): names = [f'{g}: {n}' for g,n in zip(groups, names)]  # e.g. a weights/biases splitter
+    if len(set(names)) < len(names): names = [group_label(g, n) for g,n in zip(groups, names)]  # e.g. a weights/biases splitter
     res = GroupRangeTests({k: self.lr_find_repeated(show_plot=False, cbs=GroupRangeTest(g, hold_lr, n_groups), **kwargs)
                            for k,g in zip(names, groups)}, hold_lr)
     if show_plot: res.plot()

@@ -35,7 +35,15 @@ _MOM = dict(lo=0, lo_open=False, hi=1, hi_open=True)  # momentums (or Adam's bet
 
 class SchedCLR:
     "Cyclical learning rate (Smith 2015): 'triangular', 'triangular2' (peak halves every cycle) or 'exp_range' (peak × gamma^iteration, 0 < gamma <= 1)"
-    def __init__(self, base_lr, max_lr, step_size_up:int, n_iter:int, step_size_down:int=None, mode:str='triangular', gamma:float=1.):
+    def __init__(self,
+        base_lr, # Lowest rate of the cycle (> 0): a number or one per parameter group
+        max_lr, # Peak rate of the cycle (>= `base_lr`): a number or one per parameter group
+        step_size_up:int, # Iterations from `base_lr` up to `max_lr` (>= 1)
+        n_iter:int, # Total training iterations: turns fastai's progress `pct` into an iteration index
+        step_size_down:int=None, # Iterations from `max_lr` back down to `base_lr` (default: `step_size_up`)
+        mode:str='triangular', # 'triangular', 'triangular2' (the peak halves every cycle) or 'exp_range' (peak × `gamma`**iteration)
+        gamma:float=1., # 'exp_range' only: the amplitude's factor per iteration (0 < gamma <= 1)
+    ):
         check_choice(mode, 'mode', ('triangular','triangular2','exp_range'))
         base_lr,max_lr = _rate(base_lr, 'base_lr'),_rate(max_lr, 'max_lr')
         _le(base_lr, max_lr, 'base_lr', 'max_lr')
@@ -59,7 +67,15 @@ class SchedCLR:
 
 class SchedCLRMom(SchedCLR):
     "The momentum that goes with `SchedCLR`: cycles inversely, from `max_mom` down to `base_mom` at the rate's peak"
-    def __init__(self, base_mom, max_mom, step_size_up, n_iter, step_size_down=None, mode='triangular', gamma=1.):
+    def __init__(self,
+        base_mom, # Momentum at the rate's peak, in [0, 1): a number or one per parameter group
+        max_mom, # Momentum at the rate's lowest (>= `base_mom`), in [0, 1): a number or one per parameter group
+        step_size_up, # Iterations of the rising half of the rate's cycle (the momentum falls), as in `SchedCLR`
+        n_iter, # Total training iterations, as in `SchedCLR`
+        step_size_down=None, # Iterations of the falling half (default: `step_size_up`), as in `SchedCLR`
+        mode='triangular', # 'triangular', 'triangular2' or 'exp_range', as in `SchedCLR`
+        gamma=1., # 'exp_range' only: the amplitude's factor per iteration (0 < gamma <= 1), as in `SchedCLR`
+    ):
         super().__init__(1., 2., step_size_up, n_iter, step_size_down, mode, gamma)
         self.base_mom,self.max_mom = _rate(base_mom, 'base_mom', **_MOM),_rate(max_mom, 'max_mom', **_MOM)
         _le(self.base_mom, self.max_mom, 'base_mom', 'max_mom')
@@ -70,7 +86,14 @@ class SchedCLRMom(SchedCLR):
 # %% ../nbs/04_schedules.ipynb #a4068345
 class SchedSGDR:
     "Cosine annealing with warm restarts (Loshchilov & Hutter 2017): cycles of `cycle_len` iterations growing by `cycle_mult` (integers), peaks × `decay` (0 < decay <= 1) per restart, down to `lr_min`"
-    def __init__(self, lr_max, cycle_len:int, n_iter:int, cycle_mult:int=1, lr_min=0., decay:float=1.):
+    def __init__(self,
+        lr_max, # Peak rate of the first cycle (> 0): a number or one per parameter group
+        cycle_len:int, # Length of the first cycle, in iterations (>= 1)
+        n_iter:int, # Total training iterations: turns fastai's progress `pct` into an iteration index
+        cycle_mult:int=1, # Each cycle is `cycle_mult` times as long as the one before (integer >= 1)
+        lr_min=0., # Rate at the end of every cycle (>= 0, <= `lr_max`)
+        decay:float=1., # Each restart's peak is the previous peak × `decay` (0 < decay <= 1)
+    ):
         lr_max,lr_min = _rate(lr_max, 'lr_max'),_rate(lr_min, 'lr_min', lo_open=False)
         _le(lr_min, lr_max, 'lr_min', 'lr_max')
         cycle_len,n_iter = check_int(cycle_len, 'cycle_len', lo=1),check_int(n_iter, 'n_iter', lo=1)
@@ -85,7 +108,9 @@ class SchedSGDR:
 
 class SchedREX:
     "REX (Chen et al. 2021), the paper's profile: `lr_max * (1-p) / (1/2 + (1-p)/2)`"
-    def __init__(self, lr_max): self.lr_max = _rate(lr_max, 'lr_max')
+    def __init__(self,
+        lr_max, # Starting (peak) rate (> 0), decaying to 0 at the end: a number or one per parameter group
+    ): self.lr_max = _rate(lr_max, 'lr_max')
     def __call__(self, pct): return self.lr_max*(1-pct)/(.5 + (1-pct)/2)
 
 def _milestone(p, n):
@@ -94,8 +119,12 @@ def _milestone(p, n):
 
 class SchedStep:
     "Step decay: × `factor` (0 < factor <= 1) at each of `pcts` (fractions of training in (0, 1); Smith's suggestion: 0.1 at 50%, 75% and 90%)"
-    def __init__(self, lr_max, pcts=(.5,.75,.9), factor=.1,
-                 n_iter:int=None): # Total steps: the drops happen at the integer steps `ceil(p*n_iter)` (`MultiStepLR`'s milestones)
+    def __init__(self,
+        lr_max, # Rate before the first drop (> 0): a number or one per parameter group
+        pcts=(.5,.75,.9), # Fractions of training, each in (0, 1), at which the rate is multiplied by `factor`
+        factor=.1, # Multiplier applied at each of `pcts` (0 < factor <= 1)
+        n_iter:int=None, # Total steps: the drops happen at the integer steps `ceil(p*n_iter)` (`MultiStepLR`'s milestones)
+    ):
         self.lr_max = _rate(lr_max, 'lr_max')
         self.pcts = tuple(check_reals(pcts, 'pcts', lo=0, lo_open=True, hi=1, hi_open=True))
         self.factor = check_real(factor, 'factor', lo=0, lo_open=True, hi=1,
@@ -109,7 +138,12 @@ class SchedStep:
 
 class SchedSTLR:
     "Slanted triangular rate (Howard & Ruder 2018, ULMFiT): linear up for `cut_frac` of training, then linear down; `ratio` = peak / lowest (>= 1)"
-    def __init__(self, lr_max, n_iter:int, cut_frac=.1, ratio=32.):
+    def __init__(self,
+        lr_max, # Peak rate (> 0), reached after `cut_frac` of training: a number or one per parameter group
+        n_iter:int, # Total training iterations: turns fastai's progress `pct` into an iteration index
+        cut_frac=.1, # Fraction of training during which the rate rises, in (0, 1) (at least one iteration)
+        ratio=32., # Peak / lowest rate (>= 1): the rate starts and ends at `lr_max/ratio`
+    ):
         self.lr_max,self.n_iter = _rate(lr_max, 'lr_max'),check_int(n_iter, 'n_iter', lo=1)
         self.cut_frac = check_real(cut_frac, 'cut_frac', lo=0, lo_open=True, hi=1, hi_open=True)
         self.ratio = check_real(ratio, 'ratio', lo=1)
@@ -121,7 +155,13 @@ class SchedSTLR:
 
 class SchedOneCyclePlateau:
     "1cycle with a plateau at the peak (Gugger's variant): cosine up from `lr_max/div` until `pct_start`, flat for `pct_plateau`, cosine down to `lr_max/div_final` (`div`, `div_final` >= 1, `inf` for 0)"
-    def __init__(self, lr_max, pct_start=.25, pct_plateau=.25, div=25., div_final=1e5):
+    def __init__(self,
+        lr_max, # Peak (plateau) rate (> 0): a number or one per parameter group
+        pct_start=.25, # Fraction of training spent rising to `lr_max`, in [0, 1]
+        pct_plateau=.25, # Fraction of training then held at `lr_max` (`pct_start + pct_plateau` <= 1)
+        div=25., # The rate starts at `lr_max/div` (>= 1; `inf` starts at 0)
+        div_final=1e5, # The rate ends at `lr_max/div_final` (>= 1; `inf` ends at 0)
+    ):
         self.lr_max = _rate(lr_max, 'lr_max')
         self.pct_start,self.pct_plateau = check_real(pct_start, 'pct_start', lo=0, hi=1),check_real(pct_plateau, 'pct_plateau', lo=0, hi=1)
         if self.pct_start + self.pct_plateau > 1: raise ValueError(f"`pct_start + pct_plateau` must be <= 1, got {self.pct_start} + {self.pct_plateau}.")
@@ -135,13 +175,18 @@ class SchedOneCyclePlateau:
 
 class SchedLinDecay:
     "Linear decay from `lr_max` to `lr_end` (>= 0; above `lr_max` it rises, e.g. as a `CyclicalLLR` multiplier)"
-    def __init__(self, lr_max, lr_end=0.): self.lr_max,self.lr_end = _rate(lr_max, 'lr_max'),_rate(lr_end, 'lr_end', lo_open=False)
+    def __init__(self,
+        lr_max, # Starting rate (> 0): a number or one per parameter group
+        lr_end=0., # Rate at the end of training (>= 0; above `lr_max` the schedule rises): a number or one per parameter group
+    ): self.lr_max,self.lr_end = _rate(lr_max, 'lr_max'),_rate(lr_end, 'lr_end', lo_open=False)
     def __call__(self, pct): return self.lr_max + (self.lr_end-self.lr_max)*pct
 
 # %% ../nbs/04_schedules.ipynb #419df226
 def plot_lr_sched(scheds:dict, # name -> schedule (callable of pct)
                   n_iter:int=200, # Points (iterations) to preview
-                  ax=None, figsize=None, log=False):
+                  ax=None, # Matplotlib axes to draw on (default: a new figure)
+                  figsize=None, # Size of the new figure (default (6, 4))
+                  log=False): # Log scale for the rate axis
     "Preview schedules over iterations before training"
     if not isinstance(scheds, dict) or not scheds: raise TypeError(f"`scheds` must be a non-empty dict of name -> schedule, got {scheds!r}.")
     for k,s in scheds.items():
@@ -188,7 +233,18 @@ def _moms(moms, n=None):
     return moms
 
 @patch
-def fit_clr(self:Learner, n_epoch, lr_max=None, div=10., cycle_epochs=2, mode='triangular', gamma=1., moms=(.95,.85), snapshots:bool=False, cbs=None, **kwargs):
+def fit_clr(self:Learner,
+    n_epoch, # Number of epochs (>= 1)
+    lr_max=None, # Peak rate: a number, a `slice` or one per parameter group, as `fit` takes it (default: `learn.lr`)
+    div=10., # The lowest rate is `lr_max/div` (>= 1)
+    cycle_epochs=2, # Length of a cycle in epochs (> 0, may be fractional): half going up, half coming down
+    mode='triangular', # 'triangular', 'triangular2' (the peak halves every cycle) or 'exp_range' (see `SchedCLR`)
+    gamma=1., # 'exp_range' only: the amplitude's factor per iteration (0 < gamma <= 1)
+    moms=(.95,.85), # Momentums in [0, 1) cycled inversely to the rate, from their max down to their min at the rate's peak; `None`: momentum left alone
+    snapshots:bool=False, # Save the weights at the end of each cycle (`SnapshotEnsemble`; needs an integer `cycle_epochs` <= `n_epoch`)
+    cbs=None, # Extra callbacks for this fit only
+    **kwargs # Passed to `Learner.fit` (e.g. `wd`, `reset_opt`)
+):
     "Fit with a cyclical rate between `lr_max/div` (`div` >= 1) and `lr_max`, cycles of `cycle_epochs` epochs (half up, half down), momentum cycling inversely; `snapshots` saves the weights at each cycle's end"
     n_epoch,n = _n_iter(self, n_epoch)
     div,cycle_epochs = check_real(div, 'div', lo=1),check_real(cycle_epochs, 'cycle_epochs', lo=0, lo_open=True)
@@ -205,7 +261,16 @@ def fit_clr(self:Learner, n_epoch, lr_max=None, div=10., cycle_epochs=2, mode='t
     self.fit(n_epoch, cbs=ParamScheduler(scheds)+L(cbs), **kwargs)
 
 @patch
-def fit_warm_restarts(self:Learner, n_cycles, cycle_len=1, lr_max=None, cycle_mult=1, decay=1., snapshots:bool=False, cbs=None, **kwargs):
+def fit_warm_restarts(self:Learner,
+    n_cycles, # Number of cosine cycles (>= 1); the fit lasts as many epochs as they add up to
+    cycle_len=1, # Length of the first cycle, in epochs (integer >= 1)
+    lr_max=None, # Peak rate of the first cycle: a number, a `slice` or one per parameter group, as `fit` takes it (default: `learn.lr`)
+    cycle_mult=1, # Each cycle is `cycle_mult` times as long as the one before (integer >= 1)
+    decay=1., # Each restart's peak is the previous peak × `decay` (0 < decay <= 1)
+    snapshots:bool=False, # Save the weights at the end of each cycle (`SnapshotEnsemble`)
+    cbs=None, # Extra callbacks for this fit only
+    **kwargs # Passed to `Learner.fit` (e.g. `wd`, `reset_opt`)
+):
     "SGDR: `n_cycles` cosine cycles, the first `cycle_len` epochs long, each `cycle_mult` times longer (1 allowed), peaks × `decay` per restart; `snapshots` saves the weights at each cycle's end"
     n_cycles = check_int(n_cycles, 'n_cycles', lo=1)
     cycle_len = check_int(cycle_len, 'cycle_len', lo=1, hint="It counts epochs; for cycles shorter than an epoch, pass `SchedSGDR` (in iterations) to `ParamScheduler`.")
@@ -222,25 +287,54 @@ def _fit_with(learn, n_epoch, sched, cbs, kwargs):
     learn.fit(n_epoch, cbs=ParamScheduler({'lr': sched})+L(cbs), **kwargs)
 
 @patch
-def fit_rex(self:Learner, n_epoch, lr_max=None, cbs=None, **kwargs):
+def fit_rex(self:Learner,
+    n_epoch, # Number of epochs (>= 1)
+    lr_max=None, # Starting (peak) rate: a number, a `slice` or one per parameter group, as `fit` takes it (default: `learn.lr`)
+    cbs=None, # Extra callbacks for this fit only
+    **kwargs # Passed to `Learner.fit` (e.g. `wd`, `reset_opt`)
+):
     "Fit with the REX profile"
     n_epoch,_ = _n_iter(self, n_epoch)
     _fit_with(self, n_epoch, SchedREX(_lr_max(self, lr_max)), cbs, kwargs)
 
 @patch
-def fit_step_decay(self:Learner, n_epoch, lr_max=None, pcts=(.5,.75,.9), factor=.1, cbs=None, **kwargs):
+def fit_step_decay(self:Learner,
+    n_epoch, # Number of epochs (>= 1)
+    lr_max=None, # Rate before the first drop: a number, a `slice` or one per parameter group, as `fit` takes it (default: `learn.lr`)
+    pcts=(.5,.75,.9), # Fractions of training, each in (0, 1), at which the rate is multiplied by `factor`
+    factor=.1, # Multiplier applied at each of `pcts` (0 < factor <= 1)
+    cbs=None, # Extra callbacks for this fit only
+    **kwargs # Passed to `Learner.fit` (e.g. `wd`, `reset_opt`)
+):
     "Fit with step decay (× `factor`, 0 < factor <= 1, at each of `pcts`)"
     n_epoch,n = _n_iter(self, n_epoch)
     _fit_with(self, n_epoch, SchedStep(_lr_max(self, lr_max), pcts, factor, n), cbs, kwargs)
 
 @patch
-def fit_stlr(self:Learner, n_epoch, lr_max=None, cut_frac=.1, ratio=32., cbs=None, **kwargs):
+def fit_stlr(self:Learner,
+    n_epoch, # Number of epochs (>= 1)
+    lr_max=None, # Peak rate: a number, a `slice` or one per parameter group, as `fit` takes it (default: `learn.lr`)
+    cut_frac=.1, # Fraction of training during which the rate rises, in (0, 1)
+    ratio=32., # Peak / lowest rate (>= 1): the rate starts and ends at `lr_max/ratio`
+    cbs=None, # Extra callbacks for this fit only
+    **kwargs # Passed to `Learner.fit` (e.g. `wd`, `reset_opt`)
+):
     "Fit with ULMFiT's slanted triangular rate"
     n_epoch,n = _n_iter(self, n_epoch)
     _fit_with(self, n_epoch, SchedSTLR(_lr_max(self, lr_max), n, cut_frac, ratio), cbs, kwargs)
 
 @patch
-def fit_one_cycle_plateau(self:Learner, n_epoch, lr_max=None, pct_start=.25, pct_plateau=.25, div=25., div_final=1e5, moms=(.95,.85,.95), cbs=None, **kwargs):
+def fit_one_cycle_plateau(self:Learner,
+    n_epoch, # Number of epochs (>= 1)
+    lr_max=None, # Peak (plateau) rate: a number, a `slice` or one per parameter group, as `fit` takes it (default: `learn.lr`)
+    pct_start=.25, # Fraction of training spent rising to `lr_max`, in [0, 1]
+    pct_plateau=.25, # Fraction of training then held at `lr_max` (`pct_start + pct_plateau` <= 1)
+    div=25., # The rate starts at `lr_max/div` (>= 1)
+    div_final=1e5, # The rate ends at `lr_max/div_final` (>= 1)
+    moms=(.95,.85,.95), # Momentum at the start, on the plateau and at the end, each in [0, 1) (cosine in between); `None`: momentum left alone
+    cbs=None, # Extra callbacks for this fit only
+    **kwargs # Passed to `Learner.fit` (e.g. `wd`, `reset_opt`)
+):
     "1cycle with a plateau at the peak; momentum mirrors the rate"
     n_epoch,_ = _n_iter(self, n_epoch)
     moms = _moms(moms, 3)
@@ -259,7 +353,13 @@ class _MomPlateau:
         return sched_cos(b, c, (pct-e)/(1-e)) if e < 1 else b
 
 @patch
-def fit_linear_decay(self:Learner, n_epoch, lr_max=None, lr_end=0., cbs=None, **kwargs):
+def fit_linear_decay(self:Learner,
+    n_epoch, # Number of epochs (>= 1)
+    lr_max=None, # Starting rate: a number, a `slice` or one per parameter group, as `fit` takes it (default: `learn.lr`)
+    lr_end=0., # Rate at the end of training (>= 0): a number or one per parameter group
+    cbs=None, # Extra callbacks for this fit only
+    **kwargs # Passed to `Learner.fit` (e.g. `wd`, `reset_opt`)
+):
     "Fit with a rate decaying linearly to `lr_end` (>= 0)"
     n_epoch,_ = _n_iter(self, n_epoch)
     _fit_with(self, n_epoch, SchedLinDecay(_lr_max(self, lr_max), lr_end), cbs, kwargs)

@@ -16,7 +16,8 @@ from .checks import *
 __all__ = ['unitwise_norm', 'GradClip', 'LayerStats', 'plot_layer_stat']
 
 # %% ../nbs/03_stats.ipynb #6135f0b7
-def unitwise_norm(x:Tensor)->Tensor:
+def unitwise_norm(x:Tensor, # A weight or gradient tensor, output units along the first dimension
+                 )->Tensor:
     "Norms per output unit: over every dimension but the first (the whole tensor for 0-D and 1-D tensors)"
     return torch.linalg.vector_norm(x) if x.ndim <= 1 else torch.linalg.vector_norm(x, dim=tuple(range(1, x.ndim)), keepdim=True)
 
@@ -106,7 +107,11 @@ class GradClip(TensorPolicy):
 
 # %% ../nbs/03_stats.ipynb #c89cd357
 @patch
-def plot_norms(self:GradClip, ax=None, figsize=None, log=True):
+def plot_norms(self:GradClip,
+    ax=None, # Matplotlib axes to draw on (default: a new figure)
+    figsize=None, # Size of the new figure (default (6, 4))
+    log=True, # Log scale for the norm axis
+):
     "Plot the pre-clip gradient norm of every step (per tensor in the per-layer modes) with the threshold"
     if self.norms is None: raise ValueError("Nothing recorded yet: train with this callback first.")
     if ax is None: _,ax = plt.subplots(figsize=figsize or (6,4))
@@ -251,7 +256,8 @@ def plot_layer_stat(df:pd.DataFrame, # `learn.layer_stats`
                     heatmap:bool=None, # Depth × time image instead of lines (default: when there are more than 12 layers)
                     layers:list=None, # Only these layers (names)
                     log:bool=None, # Log scale (default: for norms and ratios)
-                    ax=None, figsize=None):
+                    ax=None, # Matplotlib axes to draw on (default: a new figure)
+                    figsize=None): # Size of the new figure (default (6, 4) for lines, (8, 5) for a heatmap)
     "Plot one column of `learn.layer_stats` over iterations, a line per layer or a depth × time heatmap"
     if col not in df.columns: raise ValueError(f"No column {col!r}; the columns are {list(df.columns)}.")
     p = df.pivot(index='step', columns='layer', values=col)
@@ -264,23 +270,28 @@ def plot_layer_stat(df:pd.DataFrame, # `learn.layer_stats`
         v = p.T.values.astype(float)
         if log: v = np.log10(np.where(v > 0, v, np.nan))
         im = ax.imshow(v, aspect='auto', interpolation='nearest', extent=(p.index[0], p.index[-1], len(p.columns)-.5, -.5))
-        ax.set_yticks(range(len(p.columns))); ax.set_yticklabels(p.columns, fontsize=6)
+        ticks = range(0, len(p.columns), max(1, len(p.columns)//16))  # at most ~16 labels, in a legible size
+        ax.set_yticks(list(ticks)); ax.set_yticklabels([p.columns[i] for i in ticks], fontsize='small')
         plt.colorbar(im, ax=ax, label=f'log10 {col}' if log else col)
         ax.set_ylabel('layer (input side at the top)')
     else:
         for c in p.columns: ax.plot(p.index, p[c], label=c)
         if log: ax.set_yscale('log')
         ax.set_ylabel(col)
-        if p.shape[1] <= 12: ax.legend(fontsize='x-small')
+        if p.shape[1] <= 12: ax.legend(fontsize='small')
     ax.set_xlabel('iteration')
     return ax
 
 @patch
-def plot(self:LayerStats, cols=('lr','u_over_w','g_norm','factor'), figsize=None, **kwargs):
+def plot(self:LayerStats,
+    cols=('lr','u_over_w','g_norm','factor'), # Columns of `df` to plot, a panel each, two panels per row
+    figsize=None, # Size of the figure (default: 4.25 × 3.2 inches per panel, legible at a page's width)
+    **kwargs # Passed to `plot_layer_stat` (e.g. `heatmap`, `layers`, `log`)
+):
     "Plot several columns of the recorded statistics side by side (`plot_layer_stat` for one)"
     cols = L(cols)
     rows,ncols = (len(cols)+1)//2, min(2, len(cols))
-    _,axs = plt.subplots(rows, ncols, figsize=figsize or (6*ncols, 4*rows))
+    _,axs = plt.subplots(rows, ncols, figsize=figsize or (4.25*ncols, 3.2*rows))
     axs = np.array(axs).flatten()
     for c,ax in zip(cols, axs): plot_layer_stat(self.df, c, ax=ax, **kwargs); ax.set_title(c)
     plt.tight_layout()

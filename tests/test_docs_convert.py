@@ -1,5 +1,5 @@
-"`tools/docs.py`'s notebook-to-Markdown step: Quarto cell options, callouts, outputs and links."
-import base64, importlib.util, sys
+"`tools/docs.py`'s notebook-to-Markdown step: Quarto cell options, callouts, outputs, links, API entries from the live code."
+import base64, importlib.util, re, sys
 from pathlib import Path
 import nbformat
 
@@ -12,28 +12,62 @@ PNG = base64.b64encode(bytes.fromhex('89504e470d0a1a0a0000000d494844520000000100
 
 def _nb():
     v4 = nbformat.v4
-    nb = v4.new_notebook(cells=[
+    return v4.new_notebook(cells=[
         v4.new_raw_cell('---\ntitle: A page\ndescription: What it is about\noutput-file: page.html\n---'),
         v4.new_markdown_cell('Intro with a [link](https://host.example/lib/core.html#thing).\n\n::: {.callout-warning}\n## Careful\nThis is a callout.\n:::'),
         v4.new_code_cell('#| hide\nsecret = 1'),
-        v4.new_code_cell('#| echo: false\n#| output: asis\nshow_doc(f)', outputs=[v4.new_output('execute_result', {'text/markdown': '### f\n\n*Docs of f*', 'text/plain': 'x'})]),
-        v4.new_code_cell('show_doc(Learner.fit)', outputs=[v4.new_output('execute_result', {'text/markdown': '### Learner.fit\n\nfits', 'text/plain': 'x'})]),
-        v4.new_code_cell('x = 1\nprint(x)', outputs=[v4.new_output('stream', name='stdout', text='1\n')]),
+        v4.new_code_cell('#| cuda\ngpu_only_check()'),
+        v4.new_code_cell('#| slow\ntest_eq(long_run(), 1)'),
+        v4.new_code_cell('#| echo: false\n#| output: asis\nshow_doc(f)', outputs=[v4.new_output('execute_result', {'text/markdown': '### f\n\n*stale docs of f*', 'text/plain': 'x'})]),
+        v4.new_code_cell('show_doc(f)', outputs=[v4.new_output('execute_result', {'text/markdown': '### f\n\n*stale*', 'text/plain': 'x'})]),
+        v4.new_code_cell('x = 1\nprint(x)', outputs=[v4.new_output('stream', name='stdout', text='1\n'),
+                                                     v4.new_output('stream', name='stderr', text='/venv/site-packages/torch/jit.py:1: FutureWarning: old\n')]),
         v4.new_code_cell('#| slow\nplot()', outputs=[v4.new_output('display_data', {'image/png': PNG, 'text/plain': '<Figure>'})]),
-        v4.new_code_cell('df', outputs=[v4.new_output('execute_result', {'text/html': '<style>.x{}</style><table><tr><td>1</td></tr></table>', 'text/plain': 'df'})]),
+        v4.new_code_cell('df', outputs=[v4.new_output('execute_result', {'text/html': '<style>.x{}</style><table class="dataframe"><tr><td>1.847850e-02</td><td>0.001000</td><td>7</td><td>a</td></tr></table>', 'text/plain': 'df'})]),
+        v4.new_markdown_cell('## Tests'), v4.new_code_cell('#| hide\ntest_eq(1, 1)'),
+        v4.new_markdown_cell('## Kept\n\nText.'),
     ])
-    return nb
 
 def test_nb_to_md(tmp_path):
     link = lambda s: s.replace('https://host.example/lib/', '')
-    md = docs.nb_to_md(_nb(), tmp_path/'page_files', 'page_files', link)
+    calls = []
+    def render(name, level=None): calls.append(name); return f'### {name} {{#{name} .api-name}}\n\nlive docs of {name}'
+    md = docs.nb_to_md(_nb(), tmp_path/'page_files', 'page_files', link, render_doc=render)
     assert md.startswith('# A page\n\n> What it is about')
     assert '[link](core.html#thing)' in md                                   # API links point into the site
     assert '!!! warning "Careful"\n    This is a callout.' in md               # Quarto callout -> admonition
-    assert 'secret' not in md                                                  # `#| hide`
-    assert '### f {#f}\n\n*Docs of f*' in md and 'show_doc(f)' not in md      # `echo: false` + `output: asis`; nbdev's anchor
-    assert '```python\nx = 1\nprint(x)\n```' in md and '```text\n1\n```' in md  # code and its stream output
-    assert '### Learner.fit {#learner.fit}' in md
+    assert 'secret' not in md and 'gpu_only_check' not in md and 'long_run' not in md  # hidden, cuda and test-only slow cells
+    assert calls == ['f'] and md.count('live docs of f') == 1 and 'stale' not in md  # show_doc from the live code, once
+    assert '```python\nx = 1\nprint(x)\n```' in md and '```text\n1\n```' in md  # code and its stdout
+    assert 'FutureWarning' not in md and 'site-packages' not in md              # stderr is not documentation
     assert '#|' not in md                                                      # no directive is left
     assert '![](page_files/figure-1.png)' in md and (tmp_path/'page_files'/'figure-1.png').read_bytes()[:4] == b'\x89PNG'
-    assert '<table><tr><td>1</td></tr></table>' in md and '<style>' not in md
+    assert '<td>0.01848</td><td>0.001</td><td>7</td><td>a</td>' in md and '<style>' not in md  # one number format
+    assert '## Tests' not in md and '## Kept' in md                            # the section hidden tests left empty is gone
+    assert docs.page_problems(md) == []
+    assert docs.page_problems('# T\n\n## Empty\n\n## Next\n\ntext\n') == ["empty section '## Empty'"]
+    assert docs.page_problems('# T\n\n```text\n/home/u/venv/lib/site-packages/x.py:1: UserWarning: w\n```\n')  # stderr that got through
+
+def test_api_entry():
+    "An API entry in fastai's form, from the code as it is now: class signature, docstring, parameter table, source line"
+    r = docs.APIRenderer('https://github.com/o/r')
+    md = r('LARC')
+    assert md.startswith('### LARC {#larc .api-name}')
+    assert re.search(r'```python\nclass LARC\(trust_coeff=0\.02, eps=1e-08, sgd_below=None, \*\*kwargs\)\n```', md)
+    assert '| `trust_coeff` | `float` | `0.02` |' in md and '| `**kwargs` |' in md
+    src = re.search(r'href="https://github.com/o/r/blob/main/(fastai_llr/adaptive\.py)#L(\d+)"', md)
+    assert (ROOT/src.group(1)).read_text().splitlines()[int(src.group(2))-1].startswith('class LARC')
+    fit = r('Learner.fit_clr')
+    assert 'Learner.fit_clr(' in fit and 'self' not in fit.split('```')[1]       # a patched method, `self` left out
+    assert re.search(r'def fit_clr', (ROOT/'fastai_llr/schedules.py').read_text().splitlines()[int(re.search(r'#L(\d+)', fit).group(1))-1])
+    assert 'NoneType' not in r('CyclicalLLR') and 'after_fit' not in r('LayerRates')  # no inferred NoneType, no event arguments
+    assert '[`Learner`](https://docs.fast.ai/learner.html#learner)' in r.link('`Learner`')  # fastai's names link to docs.fast.ai
+    assert r.problems == []
+
+def test_readme_links_are_absolute():
+    "README.md is read on GitHub and PyPI alone: images and page links are absolute URLs"
+    txt = (ROOT/'README.md').read_text()
+    assert not re.search(r'\]\((?!https?://|#)[^)]*\)', txt), re.findall(r'\]\((?!https?://|#)[^)]*\)', txt)[:5]
+    assert 'https://raw.githubusercontent.com/fastai-llr/fastai_llr/main/nbs/index_files/figure-1.png' in txt
+    assert 'pip install fastai_llr' in txt and 'git clone https://github.com/fastai-llr/fastai_llr' in txt
+    assert 'pip install -e ".[dev]" && nbdev-test && pytest tests' in txt  # the test command CI runs
