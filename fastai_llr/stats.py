@@ -294,5 +294,6 @@ def plot(self:LayerStats,
     _,axs = plt.subplots(rows, ncols, figsize=figsize or (4.25*ncols, 3.2*rows))
     axs = np.array(axs).flatten()
     for c,ax in zip(cols, axs): plot_layer_stat(self.df, c, ax=ax, **kwargs); ax.set_title(c)
+    for ax in axs[len(cols):]: ax.set_visible(False)  # an odd number of columns leaves one panel empty
     plt.tight_layout()
-    return axs
+    return axs[:len(cols)]

@@ -62,6 +62,8 @@ def test_api_entry():
     assert re.search(r'def fit_clr', (ROOT/'fastai_llr/schedules.py').read_text().splitlines()[int(re.search(r'#L(\d+)', fit).group(1))-1])
     assert 'NoneType' not in r('CyclicalLLR') and 'after_fit' not in r('LayerRates')  # no inferred NoneType, no event arguments
     assert '[`Learner`](https://docs.fast.ai/learner.html#learner)' in r.link('`Learner`')  # fastai's names link to docs.fast.ai
+    assert '(https://docs.fast.ai/callback.schedule.html#learner.fit_one_cycle)' in r.link('use `fit_one_cycle` here')  # bare method names
+    assert 'docs.pytorch.org' in r.link('`torch.optim.SGD`') and r.link('```\n`torch.optim.SGD`\n```') == '```\n`torch.optim.SGD`\n```'
     assert r.problems == []
 
 def test_readme_links_are_absolute():

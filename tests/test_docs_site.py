@@ -96,7 +96,7 @@ def _hidden_code():
             if docs.skip_cell(d, c): hid += [l for l in lines if len(l) >= 40 and not l.startswith(('from ', 'import ', '#'))]
             else: vis |= set(lines)
         stem = nbp.stem.split('_', 1)[1] if nbp.stem[:2].isdigit() else nbp.stem
-        res[fm.get('output-file', f'{stem}.html')] = [l for l in hid if l not in vis]
+        res[fm.get('output-file', f'{stem}.html')] = [l for l in hid if not any(l in v for v in vis)]  # lines visible cells also have are fine
     return res
 
 def _section_check(driver):

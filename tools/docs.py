@@ -59,6 +59,8 @@ TORCH_LINKS = {
     'torch.cuda.set_sync_debug_mode': 'generated/torch.cuda.set_sync_debug_mode.html', 'GradScaler': 'amp.html#gradient-scaling',
 }
 
+FASTAI_ALIASES = {n: f'Learner.{n}' for n in ('fit', 'fit_one_cycle', 'fit_flat_cos', 'fit_sgdr', 'fine_tune', 'lr_find')}
+
 def proc_notebooks():
     "Run nbdev's processors over nbs/ into _proc/; return {notebook stem: processed notebook path}"
     from nbdev.serve import proc_nbs
@@ -118,11 +120,24 @@ class APIRenderer:
 
     def obj(self, name): return eval(name, self.ns)
 
+    def _extra(self, name):
+        "Docs URL of a PyTorch name, or of a bare fastai `Learner` method name (`fit_one_cycle`), else None"
+        if name in TORCH_LINKS: return TORCH_DOCS + TORCH_LINKS[name]
+        if name in FASTAI_ALIASES: return self.lookup.doc(FASTAI_ALIASES[name])
+
+    def extra_links(self, md):
+        "Link backticked PyTorch names and bare fastai method names nbdev's lookup does not know, outside code blocks"
+        rx,out,fence = re.compile(r'(?<![\[\w])`([\w.]+)(\(\))?`(?![\]\w])'),[],False
+        for l in md.splitlines():
+            if l.startswith('```'): fence = not fence
+            elif not fence and not l.startswith('    '):
+                l = rx.sub(lambda m: f'[{m.group(0)}]({u})' if (u := self._extra(m.group(1))) else m.group(0), l)
+            out.append(l)
+        return '\n'.join(out)
+
     def link(self, md):
         "Backticked fastai/PyTorch/package names -> links"
-        md = self.lookup.linkify(md) or ''
-        return re.sub(r'(?<!\[)`([\w.]+)`(?!\])', lambda m: f'[`{m.group(1)}`]({TORCH_DOCS}{TORCH_LINKS[m.group(1)]})'
-                      if m.group(1) in TORCH_LINKS else m.group(0), md)
+        return self.extra_links(self.lookup.linkify(md) or '')
 
     def source(self, o, name):
         "(repository path, line of the `def`/`class` of `o`), or None"
@@ -366,7 +381,7 @@ def _sections(nb, stem):
         if cur is not None: cur[1].append(c)
     return res
 
-def api_page(module, procd, stem, guide, render, link, img):
+def api_page(module, procd, stem, guide, render, link, img, problems):
     "The API reference of `fastai_llr.<module>`: every public name, in the order the notebook documents them, with its example"
     mod = importlib.import_module(f'{LIB}.{module}')
     nb = nbformat.read(procd[stem], as_version=4)
@@ -381,9 +396,12 @@ def api_page(module, procd, stem, guide, render, link, img):
         parts.append(render(name, level))
         ex = [p for c in cells for p in cell_md(c, img, link)]
         if ex: parts.append('**Example**\n\n' + '\n\n'.join(ex))
+        if not any(c.cell_type == 'code' and not skip_cell(_directives(c.source), c) and re.search(r'\b(test_\w+|assert)\b', c.source)
+                   for c in cells): problems.append((name, 'no example that asserts something (a visible cell after its `show_doc`)'))
     rest = [n for n in getattr(mod, '__all__', []) if n not in shown and callable(getattr(mod, n, None))
             and getattr(getattr(mod, n), '__module__', '') == mod.__name__]
-    for n in rest: parts.append(render(n, 2))
+    for n in rest:
+        parts.append(render(n, 2)); problems.append((n, 'public but never `show_doc`-ed in its notebook, so it has no example'))
     return '\n\n'.join(parts) + '\n'
 
 EXTRA_CSS = """
@@ -418,8 +436,9 @@ def site(out=None):
     if BUILD.exists(): shutil.rmtree(BUILD)
     docs = BUILD/'docs'; docs.mkdir(parents=True)
     pages,api = _page_names(procd)
-    link = _linker(cfg, pages, api)
     render = APIRenderer(cfg.git_url, cfg.get('branch', 'main'))
+    to_page = _linker(cfg, pages, api)
+    link = lambda s: render.extra_links(to_page(s))
     problems,n_entries = [],0
     def write(page, md):
         problems.extend(f'{page}: {p}' for p in page_problems(md))
@@ -439,7 +458,7 @@ def site(out=None):
     for m in API_MODULES:
         stem = mod_stem[m]
         guide = (titles[stem], pages[stem]) if stem in titles else None
-        md = api_page(m, procd, stem, guide, lambda n,l: (render_doc(n, l)), link, _Images(docs/f'{api[m]}_files', f'{api[m]}_files'))
+        md = api_page(m, procd, stem, guide, lambda n,l: (render_doc(n, l)), link, _Images(docs/f'{api[m]}_files', f'{api[m]}_files'), render.problems)
         write(api[m], drop_empty_sections(md))
     problems += [f'API entry {n}: {p}' for n,p in render.problems]
     (docs/'extra.css').write_text(EXTRA_CSS)
