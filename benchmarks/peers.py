@@ -1,0 +1,83 @@
+"""Each policy against the peer that does the same job, on the same learner, timed interleaved in one process.
+
+| ours | peer |
+|---|---|
+| `GradClip(1.)` + fastai `SGD(mom=.9)` | fastai's `GradientClip(1.)` (which calls `torch.nn.utils.clip_grad_norm_`) |
+| `LARC()` + fastai `SGD(mom=.9)` | fastai's `Larc(mom=.9, clip=True, trust_coeff=.02)` optimizer |
+| `LARC()` + `OptimWrapper(torch.optim.SGD(momentum=.9, foreach=True))` | timm's `Lars(momentum=.9, trust_clip=True, trust_coeff=.02)` |
+| `LARS()` + the same torch SGD | timm's `Lars(momentum=.9, trust_coeff=1e-3)` |
+| `LayerStats()` (defaults) + fastai SGD | no callback |
+| `MADLR()` (defaults) + fastai SGD | no callback |
+
+on three models: a small convnet (4 conv-BN-ReLU layers; batch 64 of 3×32×32), fastai's `xresnet18` (10 classes; batch 32
+of 3×32×32) and an MLP of 60 Linear+BatchNorm blocks (241 parameter tensors, width 64; batch 64). Each round trains one
+epoch of every configuration of a model in a shuffled order; the ratio is the median training step (first
+`before_batch` to last `after_batch`, data loading excluded) of ours over the peer's. timm's rows need `pip install timm`
+and are left out without it. Nothing here is asserted: see `benchmarks/README.md` for the numbers.
+
+Run: python benchmarks/peers.py [--rounds 8] [--batches 12] [--json out.json]
+"""
+import json
+from functools import partial
+from pathlib import Path
+import torch
+from torch import nn
+from fastai.basics import *
+from fastai.callback.training import GradientClip
+from fastai.optimizer import Larc
+from fastai.vision.models.xresnet import xresnet18
+from fastai_llr.all import *
+import sys; sys.path.insert(0, str(Path(__file__).parent))
+from adaptive import interleave, convnet, dls, _none
+
+def mlp241(width=64, n_blocks=60, seed=0):
+    "60 Linear+BatchNorm1d+ReLU blocks and a bias-free head: 4*60 + 1 = 241 parameter tensors"
+    torch.manual_seed(seed)
+    layers = []
+    for i in range(n_blocks): layers += [nn.Linear(32 if i == 0 else width, width), nn.BatchNorm1d(width), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(width, 10, bias=False))
+
+def xres18(seed=0): torch.manual_seed(seed); return xresnet18(n_out=10)
+
+MODELS = [('convnet', convnet, (3,32,32), 64), ('xresnet18', xres18, (3,32,32), 32), ('241-tensor MLP', mlp241, (32,), 64)]
+TARGETS = {'GradClip': 1.00, 'LARC + fastai SGD': 1.00, 'LARC + torch SGD': 1.00, 'LARS + torch SGD': 1.00, 'LayerStats': 1.05, 'MADLR': 1.10}
+
+def pairs():
+    "{row: (our config, peer config)}, configs being (opt_func, callbacks factory); rows whose peer is missing are left out"
+    sgd = partial(SGD, mom=.9)
+    torch_sgd = partial(OptimWrapper, opt=partial(torch.optim.SGD, momentum=.9, foreach=True))
+    res = {'GradClip': ((sgd, lambda: [GradClip(1.)]), (sgd, lambda: [GradientClip(1.)])),
+           'LARC + fastai SGD': ((sgd, lambda: [LARC()]), (partial(Larc, mom=.9, clip=True, trust_coeff=.02), _none))}
+    try:
+        from timm.optim import Lars
+        res['LARC + torch SGD'] = ((torch_sgd, lambda: [LARC()]), (partial(OptimWrapper, opt=partial(Lars, momentum=.9, trust_clip=True, trust_coeff=.02)), _none))
+        res['LARS + torch SGD'] = ((torch_sgd, lambda: [LARS()]), (partial(OptimWrapper, opt=partial(Lars, momentum=.9, trust_coeff=1e-3)), _none))
+    except ImportError: print("timm is not installed: its Lars rows are left out (pip install timm)")
+    res['LayerStats'] = ((sgd, lambda: [LayerStats()]), (sgd, _none))
+    res['MADLR'] = ((sgd, lambda: [MADLR()]), (sgd, _none))
+    return res
+
+def main(rounds=8, n_batches=12, out=None):
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu, {rounds} interleaved rounds of {n_batches} steps")
+    ps,res = pairs(),{}
+    for name,model_fn,shape,bs in MODELS:
+        cfgs = {}
+        for row,(ours,peer) in ps.items():  # configurations shared by rows (e.g. "no callback") are timed once
+            cfgs[f'{row} | ours'] = ours
+            cfgs.setdefault('none' if peer[1] is _none and peer[0] is ours[0] else f'{row} | peer', peer)
+        med,_ = interleave(cfgs, dls(shape, n_batches, bs), model_fn, rounds, 'batch', .1)
+        for row,(ours,peer) in ps.items():
+            pk = 'none' if peer[1] is _none and peer[0] is ours[0] else f'{row} | peer'
+            res.setdefault(row, {})[name] = dict(ours_ms=1e3*med[f'{row} | ours'], peer_ms=1e3*med[pk], ratio=med[f'{row} | ours']/med[pk])
+    cols = [m[0] for m in MODELS]
+    print(f"\n{'ours / peer':28s}" + ''.join(f"{c:>16s}" for c in cols) + f"{'target':>8s}")
+    for row,r in res.items():
+        print(f"{row:28s}" + ''.join(f"{r[c]['ratio']:16.2f}" for c in cols) + f"{'≤ %.2f' % TARGETS[row]:>8s}")
+    print("\nmedian ms/step (ours, peer):")
+    for row,r in res.items(): print(f"  {row:26s}" + ''.join(f"  {c}: {r[c]['ours_ms']:.2f}/{r[c]['peer_ms']:.2f}" for c in cols))
+    if out: Path(out).write_text(json.dumps(res, indent=1))
+    return res
+
+if __name__ == '__main__':
+    from common import run_cli
+    run_cli(main, 8, 12)
