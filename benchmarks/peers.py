@@ -61,13 +61,14 @@ def main(rounds=8, n_batches=12, out=None):
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu, {rounds} interleaved rounds of {n_batches} steps")
     ps,res = pairs(),{}
     for name,model_fn,shape,bs in MODELS:
-        cfgs = {}
-        for row,(ours,peer) in ps.items():  # configurations shared by rows (e.g. "no callback") are timed once
+        cfgs,peer_key = {},{}
+        for row,(ours,peer) in ps.items():  # "no callback" with the same optimizer is one configuration, timed once
             cfgs[f'{row} | ours'] = ours
-            cfgs.setdefault('none' if peer[1] is _none and peer[0] is ours[0] else f'{row} | peer', peer)
+            peer_key[row] = 'none' if peer[1] is _none and peer[0] is ours[0] else f'{row} | peer'
+            cfgs.setdefault(peer_key[row], peer)
         med,_ = interleave(cfgs, dls(shape, n_batches, bs), model_fn, rounds, 'batch', .1)
         for row,(ours,peer) in ps.items():
-            pk = 'none' if peer[1] is _none and peer[0] is ours[0] else f'{row} | peer'
+            pk = peer_key[row]
             res.setdefault(row, {})[name] = dict(ours_ms=1e3*med[f'{row} | ours'], peer_ms=1e3*med[pk], ratio=med[f'{row} | ours']/med[pk])
     cols = [m[0] for m in MODELS]
     print(f"\n{'ours / peer':28s}" + ''.join(f"{c:>16s}" for c in cols) + f"{'target':>8s}")

@@ -64,6 +64,8 @@ def test_api_entry():
     assert '[`Learner`](https://docs.fast.ai/learner.html#learner)' in r.link('`Learner`')  # fastai's names link to docs.fast.ai
     assert '(https://docs.fast.ai/callback.schedule.html#learner.fit_one_cycle)' in r.link('use `fit_one_cycle` here')  # bare method names
     assert 'docs.pytorch.org' in r.link('`torch.optim.SGD`') and r.link('```\n`torch.optim.SGD`\n```') == '```\n`torch.optim.SGD`\n```'
+    assert r._default(is_1d := r.obj('is_1d')) == 'is_1d' and r._default(print) == 'print' and r._default(.5) == '0.5'  # no memory addresses
+    assert docs.page_problems('# T\n\n```text\n<function f at 0x7f09f8e26ca0>\n```\n') == ['a memory address (changes on every build)']
     assert r.problems == []
 
 def test_readme_links_are_absolute():
@@ -73,3 +75,15 @@ def test_readme_links_are_absolute():
     assert 'https://raw.githubusercontent.com/fastai-llr/fastai_llr/main/nbs/index_files/figure-1.png' in txt
     assert 'pip install fastai_llr' in txt and 'git clone https://github.com/fastai-llr/fastai_llr' in txt
     assert 'pip install -e ".[dev]" && nbdev-test && pytest tests' in txt  # the test command CI runs
+
+def test_mkdocs_warnings_are_caught(tmp_path):
+    "MkDocs runs in-process: a broken link or anchor comes back as a warning, so the build fails on it"
+    (tmp_path/'docs').mkdir()
+    (tmp_path/'docs'/'index.md').write_text('# Home\n\n[gone](missing.md) and [no anchor](other.md#nowhere)\n')
+    (tmp_path/'docs'/'other.md').write_text('# Other\n')
+    (tmp_path/'mkdocs.yml').write_text('site_name: t\nuse_directory_urls: false\nsite_dir: site\nnav: [index.md, other.md]\n'
+                                       'validation: {unrecognized_links: warn, anchors: warn, omitted_files: warn}\n')
+    warns = docs.mkdocs_build(tmp_path/'mkdocs.yml')
+    assert any('missing.md' in w for w in warns) and any('nowhere' in w for w in warns), warns
+    (tmp_path/'docs'/'index.md').write_text('# Home\n\n[fine](other.md)\n')
+    assert docs.mkdocs_build(tmp_path/'mkdocs.yml') == []
