@@ -17,8 +17,8 @@ from .checks import *
 # %% auto #0
 __all__ = ['LLR_ORDER', 'layer_modules', 'chunk_sizes', 'LayerGroups', 'group_label', 'depth_groups', 'opt_groups',
            'resolve_groups', 'synth_dls', 'synth_model', 'synth_learner', 'is_adaptive', 'opt_state', 'hyper_dicts',
-           'to_device', 'rng_state', 'set_rng_state', 'TensorMeta', 'StepStats', 'Record', 'LayerRatePolicy',
-           'LayerRates', 'is_1d', 'TensorPolicy', 'FactorPolicy']
+           'to_device', 'rng_state', 'set_rng_state', 'TensorMeta', 'StepStats', 'Record', 'update_rule',
+           'LayerRatePolicy', 'LayerRates', 'is_1d', 'TensorPolicy', 'FactorPolicy']
 
 # %% ../nbs/00_core.ipynb #9cc2d546
 def _unwrap(model:nn.Module)->nn.Module:
@@ -247,6 +247,7 @@ class StepStats:
         self.meta,self.ws,self.gs,self.lrs,self.wds,self.step,self.rec = meta,meta.params,gs,lrs,wds,step,record
         self._c,self.d,self.observers = {},None,[]
         self.f_clip = self.f_grad = self.f_update = None
+        self.u_state = False  # whether the mechanism reads the step's size from the optimizer's state (`update_rule`)
     def set_g_norm(self, norms:Tensor):
         "After a gradient transform: keep the raw norms as `g_raw` and share `norms` as the current `g_norm`"
         self._c.setdefault('g_raw', self.g_norm)
@@ -258,7 +259,8 @@ class StepStats:
         return self._c.get('g_raw', self._c.get('g', self._c.get('d')))
     @property
     def u_norm(self)->Tensor:
-        "Norm of the step finally taken, `‖w_new - w_old‖` (after update scaling)"
+        "Norm of the step finally taken, `‖w_new - w_old‖` (after update scaling); NaN at a step where nobody asked for it"
+        if self.d is None and 'd' not in self._c: return torch.full((self.meta.n,), float('nan'), device=self.meta.device)
         return self.d_norm if self.f_update is None else self.d_norm*self.f_update
     def factor(self, adaptive:bool=False)->Tensor:
         "The product of the tensor factors applied at this step (the clip factor only for non-adaptive optimizers, where it scales the step)"
@@ -345,6 +347,70 @@ class Record:
         self.flush()
         return [self.names[i] for i in self.cols]
 
+# %% ../nbs/00_core.ipynb #8d4baed4
+def _fn_name(f): return getattr(f, '__name__', None) or getattr(getattr(f, 'func', None), '__name__', '')
+
+_SGD_CBS,_ADAM_CBS = {'weight_decay','l2_reg','average_grad'},{'weight_decay','l2_reg','average_grad','average_sqr_grad','step_stat'}
+
+def update_rule(opt # The optimizer that takes the step (`learn.opt`)
+               )->str|None: # 'fastai_sgd', 'fastai_adam', 'torch_sgd', 'torch_adam', or `None`
+    "How the size of `opt`'s step reads from its state after the step, or `None` when it does not (the weights are then copied to measure it)"
+    inner = getattr(opt, 'opt', None)
+    if isinstance(opt, OptimWrapper) and isinstance(inner, torch.optim.Optimizer):
+        gs = inner.param_groups
+        if type(inner) is torch.optim.SGD and not any(g.get('nesterov') for g in gs): return 'torch_sgd'
+        if type(inner) in (torch.optim.Adam, torch.optim.AdamW) and not any(
+            g.get('amsgrad') or g.get('capturable') or g.get('fused') or g.get('differentiable') for g in gs): return 'torch_adam'
+        return None
+    if _opt_kind(opt) != 'fastai' or not opt.cbs: return None
+    ns = [_fn_name(f) for f in opt.cbs]
+    if ns[-1] in ('sgd_step','momentum_step') and set(ns[:-1]) <= _SGD_CBS: return 'fastai_sgd'
+    if ns[-1]=='adam_step' and set(ns[:-1]) <= _ADAM_CBS: return 'fastai_adam'
+    return None
+
+def _adam_dirs(st, state, hs, rule):
+    "Adam's direction `m̂/(√v̂+ε)` of every tensor, from the state after the step: (directions as new tensors, the scale `lr/(1-β1ᵗ)` factor of each)"
+    ms,sq,eps,a = [],[],[],[]
+    for i,p in enumerate(st.meta.params):
+        s,h = state[p],hs[st.meta.group[i]]
+        if rule=='fastai_adam': b1,b2,t,e,m,v = h['mom'],h['sqr_mom'],s['step'],h['eps'],s['grad_avg'],s['sqr_avg']
+        else: (b1,b2),t,e,m,v = h['betas'],float(s['step']),h['eps'],s['exp_avg'],s['exp_avg_sq']  # torch keeps `step` on the CPU
+        c2 = math.sqrt(1 - b2**t)
+        ms.append(m); sq.append(v); eps.append(e*c2); a.append(c2/(1 - b1**t))  # m/(√v/c2+ε) = c2·m/(√v+ε·c2)
+    d = torch._foreach_sqrt(sq)
+    torch._foreach_add_(d, eps)
+    return torch._foreach_div(ms, d),a
+
+def _update_norms(st, opt, rule, wds):
+    "‖w_new − w_old‖ of the step `opt` just took, per tensor, from its state after the step and the step's rates `st.lrs` and applied weight decays `wds` (per slot)"
+    meta,state,hs = st.meta,opt_state(opt),hyper_dicts(opt)
+    lr = [st.lrs[s] for s in meta.slot]
+    wd = [wds[s] if dw else 0. for s,dw in zip(meta.slot, meta.do_wd)]
+    if rule in ('fastai_adam','torch_adam'):
+        vs,a = _adam_dirs(st, state, hs, rule)
+        a = [l*ai for l,ai in zip(lr,a)]
+        decoupled = rule=='fastai_adam' and 'weight_decay' in map(_fn_name, opt.cbs) or (
+            rule=='torch_adam' and (type(opt.opt) is torch.optim.AdamW or hs[0].get('decoupled_weight_decay', False)))
+    elif rule=='fastai_sgd':
+        vs,a = [state[p].get('grad_avg', g) for p,g in zip(meta.params, st.gs)],lr  # fastai's `l2_reg` added `wd·w` to the gradient in place
+        decoupled = 'weight_decay' in map(_fn_name, opt.cbs)
+    else:  # torch SGD: the momentum buffer holds the L2 term; without momentum the step is `lr·(g + wd·w_old)`
+        mom = [hs[g]['momentum'] for g in meta.group]
+        vs,a = [state[p]['momentum_buffer'] if m else g for p,g,m in zip(meta.params, st.gs, mom)],lr
+        wd = [w if not m else 0. for w,m in zip(wd, mom)]
+        decoupled = True  # the same algebra: Δ = -lr·(g + wd·w_old)
+    c = [l*w for l,w in zip(lr, wd)] if decoupled else [0.]*meta.n  # decoupled: Δ = -(a·v + c·w_old) = -(a·v + c·w_new)/(1-c)
+    out,by_b = [None]*meta.n,{}
+    for i in range(meta.n): by_b.setdefault(c[i]/a[i] if c[i] else 0., []).append(i)
+    for b,idx in by_b.items():
+        v = [vs[i] for i in idx]
+        if b: v = torch._foreach_add(v, [meta.params[i] for i in idx], alpha=b)
+        ns = torch._foreach_norm(v)
+        torch._foreach_mul_(ns, [a[i]/(1 - c[i]) for i in idx])
+        for i,n_ in zip(idx, ns): out[i] = n_
+    return torch.stack(out)
+
+
 # %% ../nbs/00_core.ipynb #7791bf3d
 def _in_range_test(learn): return any(isinstance(cb, LRFinder) for cb in learn.cbs)
 
@@ -367,6 +433,9 @@ class LayerRatePolicy(Callback):
     def tensor_factors(self, st:StepStats)->Tensor: "One factor per tensor (`st.meta.n`), applied as `self.scaling` says"
     def after_update(self, st:StepStats): "After the step was taken: update this policy's state"
     def wants(self, step:int)->bool: return True
+    def wants_update(self, step:int, known:bool)->bool:
+        "Whether `observe` reads `st.u_norm` at this step (`known`: the optimizer's step size reads from its state, `update_rule`)"
+        return False
     def observe(self, st:StepStats): "After the step: read the statistics, `log` what to keep"
     def bind(self, out:Record, key:int, keep:bool):
         "Called by the mechanism at setup: log into `out` under `key`; `keep` (not a range test): read from it after the fit"
@@ -437,6 +506,7 @@ class LayerRates(Callback):
         if not pols: return
         opt,model = _inner_opt(learn.opt),learn.model
         self.kind,self.adaptive,self.range_test = _opt_kind(opt),is_adaptive(opt),_in_range_test(learn)
+        self.rule = update_rule(opt) if opt is learn.opt else None  # a wrapper such as `Lookahead` moves the weights again
         for p in pols: p.setup()
         self.gpols = [p for p in pols if _overrides(p, 'group_mults')]
         self.clippers = [p for p in pols if _overrides(p, 'transform_grads')]
@@ -562,7 +632,7 @@ class LayerRates(Callback):
                                                  [self.slot_group[f[2]] for f in fl], self.slot_group, key)
             state = opt_state(self._opt) if self.kind=='fastai' else {}  # torch optimizers decay every tensor of a group
             do_wd = [state[p].get('do_wd', True) if p in state else True for p in meta.params]  # fastai's `wd_bn_bias=False`
-            meta.wd_mask = None if all(do_wd) else to_device(do_wd, meta.device, torch.float32)
+            meta.wd_mask,meta.do_wd = None if all(do_wd) else to_device(do_wd, meta.device, torch.float32),do_wd
             meta.decayed = [[i for i in range(meta.n) if meta.slot[i]==s and do_wd[i]] for s in range(len(self.slot_params))]
             if meta.n:
                 for p in self.tpols: p.setup_meta(meta)
@@ -581,7 +651,11 @@ class LayerRates(Callback):
             f = p.tensor_factors(st)
             if p.scaling=='grad': st.f_grad = f if st.f_grad is None else st.f_grad*f
             else: st.f_update = f if st.f_update is None else st.f_update*f
-        if self.scale_update or st.observers:
+        copy,st.u_state = self.scale_update,False
+        if st.observers and any(p.wants_update(self.n_steps, self.rule is not None) for p in st.observers):
+            st.u_state = self.rule is not None and not copy and all(lr*wd < .5 for lr,wd in zip(lrs, wds))
+            copy = copy or not st.u_state  # the step's size read from the optimizer's state, or measured on a copy
+        if copy:
             st.w_norm  # the pre-step norms, before the weights change
             if 'w_old' not in meta.cache: meta.cache['w_old'] = [torch.empty_like(w) for w in meta.params]
             torch._foreach_copy_(meta.cache['w_old'], meta.params)
@@ -595,10 +669,11 @@ class LayerRates(Callback):
 
     def _after(self, st):
         "After the step: update factors, policies' state, observers, the non-finite count"
+        if st.u_state: st._c['d'] = _update_norms(st, self._opt, self.rule, [0.]*len(st.lrs) if self.fold_wd else st.wds)
         if st.d is not None:
             d = st.d
             torch._foreach_sub_(d, st.meta.params)  # w_old - w_new: minus the optimizer's own step
-            if st.observers: st.d_norm
+            if st.observers: st.d_norm  # measured on the copy
             f = st.f_update
             for p in self.fpols:
                 if p.scaling=='update' and p.phase=='after': f = p.tensor_factors(st) if f is None else f*p.tensor_factors(st)

@@ -190,13 +190,18 @@ class LayerStats(TensorPolicy):
         n_groups:int=None, # With `per='group'`: number of layer groups (default: the optimizer's groups)
         quantiles:tuple=(.1,.5,.9), # Quantiles of an adaptive optimizer's per-element effective step sizes (`()` to skip)
         max_elements:int=256, # Quantiles of larger tensors are taken on a fixed strided subsample of about this size
+        update_every:int=None, # Record the step size `u_norm` every this many steps (a multiple of `every`); default: every recorded step where the optimizer's state gives it (`update_rule`), every 10th where it needs a copy of the weights
     ):
         super().__init__(per=per, n_groups=n_groups, exclude=None)
         self.every,self.max_elements = check_int(every, 'every', lo=1),check_int(max_elements, 'max_elements', lo=1)
+        self.update_every = check_int(update_every, 'update_every', lo=1, none_ok=True)
         self.quantiles = tuple(check_reals(list(quantiles), 'quantiles', lo=0, hi=1)) if len(quantiles) else ()
     @property
     def name(self): return 'layer_stats_cb'  # `learn.layer_stats` is the DataFrame
     def wants(self, step): return step % self.every == 0
+    def wants_update(self, step, known):
+        k = self.update_every or (self.every if known else 10*self.every)
+        return step % math.lcm(k, self.every) == 0
     def setup(self):
         super().setup()
         self.adaptive = is_adaptive(self.opt)
@@ -264,6 +269,7 @@ def plot_layer_stat(df:pd.DataFrame, # `learn.layer_stats`
     order = list(dict.fromkeys(df['layer']))
     p = p[[l for l in order if l in p.columns and (layers is None or l in layers)]]
     heatmap = p.shape[1] > 12 if heatmap is None else heatmap
+    if heatmap: p = p.dropna(how='all')  # steps without this column
     log = (col not in ('lr','group_lr','clip_factor','factor')) if log is None else log
     if ax is None: _,ax = plt.subplots(figsize=figsize or ((8,5) if heatmap else (6,4)))
     if heatmap:
@@ -275,7 +281,7 @@ def plot_layer_stat(df:pd.DataFrame, # `learn.layer_stats`
         plt.colorbar(im, ax=ax, label=f'log10 {col}' if log else col)
         ax.set_ylabel('layer (input side at the top)')
     else:
-        for c in p.columns: ax.plot(p.index, p[c], label=c)
+        for c in p.columns: s = p[c].dropna(); ax.plot(s.index, s, label=c)  # `u_norm` may be recorded every k-th step only
         if log: ax.set_yscale('log')
         ax.set_ylabel(col)
         if p.shape[1] <= 12: ax.legend(fontsize='small')
