@@ -70,16 +70,18 @@ class LARC(LARS):
         return f
 
 # %% ../nbs/02_adaptive.ipynb #cff2cfe8
-def _secant_grad(bufs, ws, gs, beta, nrm):
-    "Gradient source: `‖A_{t-1}-w_t‖`, `‖B_{t-1}-g_t‖`, then the averages advance (`A_t = w_t + β(A_{t-1}-w_t)`, same for `B`)"
-    A,B = bufs[0],bufs[1]
-    torch._foreach_sub_(A, ws); torch._foreach_sub_(B, gs)  # A_{t-1} - w_t, B_{t-1} - g_t
-    num,den = torch.stack(torch._foreach_norm(A, nrm)),torch.stack(torch._foreach_norm(B, nrm))
-    torch._foreach_mul_(A, beta); torch._foreach_add_(A, ws)
-    torch._foreach_mul_(B, beta); torch._foreach_add_(B, gs)
-    return num,den,1.
+def _secant_grad(bufs, ws, gs, beta, nrm, s=1.):
+    """Gradient source: `‖A_{t-1}-w_t‖`, `‖B_{t-1}-g_t‖`, then the averages advance (`A_t = w_t + β(A_{t-1}-w_t)`, same for `B`).
+    The buffers hold `A/s`, `B/s` (`s`, a host number, is β^k after k steps since they held `A`, `B`): two in-place passes per buffer and step"""
+    res = []
+    for X,V in zip(bufs[:2], (ws, gs)):
+        torch._foreach_sub_(X, V, alpha=1/s)  # (A_{t-1} - w_t)/s
+        res.append(torch.stack(torch._foreach_norm(X, nrm))*s)
+        if beta: torch._foreach_add_(X, V, alpha=1/(beta*s))  # (w_t + β(A_{t-1} - w_t))/(βs) = A_t/(βs)
+        else: torch._foreach_copy_(X, V)
+    return res[0],res[1],1.,(beta*s if beta else 1.)
 
-def _secant_weights(bufs, ws, gs, beta, nrm):
+def _secant_weights(bufs, ws, gs, beta, nrm, s=1.):
     "Weights source: `r_{t-1}‖e_{t-1}‖/‖e_t-e_{t-1}‖` with `e` the EMA of the weight differences, `r` the previous rate"
     P,E,R = bufs[0],bufs[1],bufs[2]
     torch._foreach_sub_(P, ws)  # -Δw_t
@@ -88,7 +90,7 @@ def _secant_weights(bufs, ws, gs, beta, nrm):
     den = (1-beta)*torch.stack(torch._foreach_norm(P, nrm))  # ‖e_t - e_{t-1}‖
     torch._foreach_add_(E, P, alpha=-(1-beta))  # e_t
     torch._foreach_copy_(P, ws)
-    return num,den,torch.stack(R)
+    return num,den,torch.stack(R),1.
 
 def _mad_cache(st, state, keys, tag):
     "The MAD buffers of the step's tensors that have them (cached per set of tensors; dropped when state is created)"
@@ -123,8 +125,14 @@ class MADLR(FactorPolicy):
         if min_mult is not None and max_mult is not None and min_mult > max_mult: raise ValueError("`min_mult` is larger than `max_mult`.")
         store_attr('beta,init,min_mult,max_mult,source,norm')
         self.keys = ('mad_w','mad_g','mad_lam') if source=='grad' else ('mad_prev','mad_e','mad_r','mad_lam')
-    def setup(self): super().setup(); self._pending = None
+    def setup(self): super().setup(); self._pending,self._s,self._sc = None,1.,None
     def _cache(self, st): return _mad_cache(st, opt_state(self.opt), self.keys, ('mad', id(self)))
+    def _unscale(self):
+        "Make the buffers hold the averages themselves again (they hold `A/s` between such points: see `_secant_grad`)"
+        if self._sc is not None and self._s != 1.: torch._foreach_mul_(self._sc['bufs'][0] + self._sc['bufs'][1], self._s)
+        self._s,self._sc = 1.,None
+    def after_epoch(self): self._unscale()  # the optimizer state is saved between epochs (`SaveModelCallback`)
+    def release(self): self._unscale(); super().release()
     def _sub(self, c, xs): return xs if c['all_warm'] else [xs[i] for i in c['warm']]
     def _group(self, c, x):
         "Group norms over the tensors that have state (new tensors count 0), for those tensors"
@@ -136,7 +144,8 @@ class MADLR(FactorPolicy):
         lam,raw = [torch.full((st.meta.n,), v, device=st.meta.device) for v in (self.init, float('nan'))]
         if c['warm']:
             secant = _secant_grad if self.source=='grad' else _secant_weights
-            num,den,scale = secant(c['bufs'], self._sub(c, st.ws), self._sub(c, st.gs), self.beta, self.norm)
+            if c is not self._sc or self._s < 1e-6: self._unscale(); self._sc = c  # another set of tensors, or `1/s` growing large
+            num,den,scale,self._s = secant(c['bufs'], self._sub(c, st.ws), self._sub(c, st.gs), self.beta, self.norm, self._s)
             if self.per=='group': num,den = self._group(c, num),self._group(c, den)
             est = scale*num/den
             ok = _ok(est, num, den)
@@ -156,6 +165,7 @@ class MADLR(FactorPolicy):
         if self.source=='weights' and c['warm']: torch._foreach_copy_(c['bufs'][2], list((f if c['all_warm'] else f[c['idx']]).unbind()))
         if not self._pending: return
         state = opt_state(self.opt)
+        self._unscale()  # the set of tensors with state changes
         for i,w,g in self._pending: state[st.meta.params[i]].update(_mad_new_state(self.source, w, g, f[i], self.init))
         self._pending = None
         st.meta.cache.pop(('mad', id(self)), None)

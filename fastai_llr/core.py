@@ -347,7 +347,7 @@ class Record:
         self.flush()
         return [self.names[i] for i in self.cols]
 
-# %% ../nbs/00_core.ipynb #8d4baed4
+# %% ../nbs/00_core.ipynb #4ca51253
 def _fn_name(f): return getattr(f, '__name__', None) or getattr(getattr(f, 'func', None), '__name__', '')
 
 _SGD_CBS,_ADAM_CBS = {'weight_decay','l2_reg','average_grad'},{'weight_decay','l2_reg','average_grad','average_sqr_grad','step_stat'}
