@@ -4,10 +4,14 @@
 |---|---|
 | `GradClip(1.)` + fastai `SGD(mom=.9)` | fastai's `GradientClip(1.)` (which calls `torch.nn.utils.clip_grad_norm_`) |
 | `LARC()` + fastai `SGD(mom=.9)` | fastai's `Larc(mom=.9, clip=True, trust_coeff=.02)` optimizer |
-| `LARC()` + `OptimWrapper(torch.optim.SGD(momentum=.9, foreach=True))` | timm's `Lars(momentum=.9, trust_clip=True, trust_coeff=.02)` |
-| `LARS()` + the same torch SGD | timm's `Lars(momentum=.9, trust_coeff=1e-3)` |
+| `LARC()` + `OptimWrapper(torch.optim.SGD(momentum=.9, weight_decay=5e-4, foreach=True))` | timm's `Lars(momentum=.9, weight_decay=5e-4, trust_clip=True, trust_coeff=.02)` |
+| `LARS()` + the same torch SGD | timm's `Lars(momentum=.9, weight_decay=5e-4, trust_coeff=1e-3)` |
 | `LayerStats()` (defaults) + fastai SGD | no callback |
+| `LayerStats()` (defaults) + fastai `Adam` | no callback |
 | `MADLR()` (defaults) + fastai SGD | no callback |
+
+The LARS rows use weight decay on both sides: timm's `Lars` skips the trust ratio entirely when `weight_decay=0` (unless
+`always_adapt=True`), so without it the peer would be plain SGD.
 
 on three models: a small convnet (4 conv-BN-ReLU layers; batch 64 of 3×32×32), fastai's `xresnet18` (10 classes; batch 32
 of 3×32×32) and an MLP of 60 Linear+BatchNorm blocks (241 parameter tensors, width 64; batch 64). Each round trains one
@@ -40,20 +44,23 @@ def mlp241(width=64, n_blocks=60, seed=0):
 def xres18(seed=0): torch.manual_seed(seed); return xresnet18(n_out=10)
 
 MODELS = [('convnet', convnet, (3,32,32), 64), ('xresnet18', xres18, (3,32,32), 32), ('241-tensor MLP', mlp241, (32,), 64)]
-TARGETS = {'GradClip': 1.00, 'LARC + fastai SGD': 1.00, 'LARC + torch SGD': 1.00, 'LARS + torch SGD': 1.00, 'LayerStats': 1.05, 'MADLR': 1.10}
+TARGETS = {'GradClip': 1.00, 'LARC + fastai SGD': 1.00, 'LARC + torch SGD': 1.00, 'LARS + torch SGD': 1.00, 'LayerStats': 1.05,
+           'LayerStats + Adam': 1.05, 'MADLR': 1.10}
+WD = 5e-4  # the LARS rows' weight decay, ours and timm's
 
 def pairs():
     "{row: (our config, peer config)}, configs being (opt_func, callbacks factory); rows whose peer is missing are left out"
     sgd = partial(SGD, mom=.9)
-    torch_sgd = partial(OptimWrapper, opt=partial(torch.optim.SGD, momentum=.9, foreach=True))
+    torch_sgd = partial(OptimWrapper, opt=partial(torch.optim.SGD, momentum=.9, weight_decay=WD, foreach=True))
     res = {'GradClip': ((sgd, lambda: [GradClip(1.)]), (sgd, lambda: [GradientClip(1.)])),
            'LARC + fastai SGD': ((sgd, lambda: [LARC()]), (partial(Larc, mom=.9, clip=True, trust_coeff=.02), _none))}
     try:
         from timm.optim import Lars
-        res['LARC + torch SGD'] = ((torch_sgd, lambda: [LARC()]), (partial(OptimWrapper, opt=partial(Lars, momentum=.9, trust_clip=True, trust_coeff=.02)), _none))
-        res['LARS + torch SGD'] = ((torch_sgd, lambda: [LARS()]), (partial(OptimWrapper, opt=partial(Lars, momentum=.9, trust_coeff=1e-3)), _none))
+        res['LARC + torch SGD'] = ((torch_sgd, lambda: [LARC()]), (partial(OptimWrapper, opt=partial(Lars, momentum=.9, weight_decay=WD, trust_clip=True, trust_coeff=.02)), _none))
+        res['LARS + torch SGD'] = ((torch_sgd, lambda: [LARS()]), (partial(OptimWrapper, opt=partial(Lars, momentum=.9, weight_decay=WD, trust_coeff=1e-3)), _none))
     except ImportError: print("timm is not installed: its Lars rows are left out (pip install timm)")
     res['LayerStats'] = ((sgd, lambda: [LayerStats()]), (sgd, _none))
+    res['LayerStats + Adam'] = ((Adam, lambda: [LayerStats()]), (Adam, _none))
     res['MADLR'] = ((sgd, lambda: [MADLR()]), (sgd, _none))
     return res
 
@@ -64,7 +71,7 @@ def main(rounds=8, n_batches=12, out=None):
         cfgs,peer_key = {},{}
         for row,(ours,peer) in ps.items():  # "no callback" with the same optimizer is one configuration, timed once
             cfgs[f'{row} | ours'] = ours
-            peer_key[row] = 'none' if peer[1] is _none and peer[0] is ours[0] else f'{row} | peer'
+            peer_key[row] = f'none {id(ours[0])}' if peer[1] is _none and peer[0] is ours[0] else f'{row} | peer'
             cfgs.setdefault(peer_key[row], peer)
         med,_ = interleave(cfgs, dls(shape, n_batches, bs), model_fn, rounds, 'batch', .1)
         for row,(ours,peer) in ps.items():

@@ -289,11 +289,15 @@ class StepStats:
 
 # %% ../nbs/00_core.ipynb #fe08f974
 class Record:
-    "What was logged at each completed step of one training fit: on the device during an epoch, on the host after `flush`"
+    "What was logged at each completed step of one training fit: on the device during an epoch, on the host after `flush`; at most `max_bytes` per key"
+    max_bytes = 2**26 # The default bound of each key's host memory (64 MiB); `None`: keep every row
     def __init__(self, names:list, # The name of every tensor of the optimizer: the columns of per-tensor logs
-                 slot_names:list): # The name of every slot: the columns of the per-slot rates
+                 slot_names:list, # The name of every slot: the columns of the per-slot rates
+                 max_bytes:int=..., # Beyond this many bytes on the host, a key keeps every other row (its spacing doubles); default `Record.max_bytes`
+                ):
         self.names,self.slot_names,self._dev,self._host,self._per_tensor,self.seen = list(names),list(slot_names),{},{},{},set()
-        self._step = []
+        self._step,self._n,self.stride = [],Counter(),Counter()
+        self.max_bytes = Record.max_bytes if max_bytes is ... else check_int(max_bytes, 'max_bytes', lo=1, none_ok=True)
     def log(self, key, # Any hashable: what is logged
             step:int, # The training iteration
             x, # A device tensor, or a list of host numbers
@@ -302,8 +306,10 @@ class Record:
         self._step.append((key, (step, None if meta is None else meta.cols, x)))
         self._per_tensor[key] = meta is not None
     def commit(self):
-        "The step completed: keep what was logged for it"
-        for key,row in self._step: self._dev.setdefault(key, []).append(row)
+        "The step completed: keep what was logged for it (the rows the current spacing `stride[key]` keeps)"
+        for key,row in self._step:
+            i = self._n[key]; self._n[key] += 1
+            if i % (self.stride[key] or 1) == 0: self._dev.setdefault(key, []).append(row + (i,))
         self._step = []
     def discard(self):
         "The step did not complete (an exception inside it): drop what was logged for it"
@@ -321,17 +327,29 @@ class Record:
                     full = np.full((len(v), len(self.names)) + v.shape[2:], np.nan, dtype=v.dtype)
                     full[:, list(cols)] = v
                     v = full; self.seen.update(cols)
-                self._host.setdefault(key, []).append((np.array([r[0] for r in rows[i:j]], dtype=int), v))
+                self._host.setdefault(key, []).append((np.array([r[0] for r in rows[i:j]], dtype=int), v, np.array([r[3] for r in rows[i:j]])))
                 i = j
+            self._bound(key)
         self._dev = {}
+    def _bound(self, key):
+        "Double the spacing of `key`'s rows until they fit in `max_bytes`: rows logged `0, s, 2s, ...` (every `s`-th) are kept"
+        if self.max_bytes is None: return
+        while sum(c[1].nbytes for c in self._host[key]) > self.max_bytes and sum(len(c[0]) for c in self._host[key]) > 1:
+            s = self.stride[key] = 2*(self.stride[key] or 1)
+            self._host[key] = [(st[k], v[k], o[k]) for st,v,o in self._host[key] for k in [o % s == 0]]
+    def pop(self, key)->tuple:
+        "Take out everything logged under `key` so far: (steps, values), as `steps(key)` and `get(key)` return them; what comes later is kept as usual"
+        res = self.steps(key),self.get(key)
+        self._host.pop(key, None)
+        return res
     def steps(self, key)->np.ndarray:
         "The training iterations at which `key` was logged"
         self.flush()
-        return np.concatenate([s for s,_ in self._host[key]]) if self._host.get(key) else np.zeros(0, dtype=int)
+        return np.concatenate([c[0] for c in self._host[key]]) if self._host.get(key) else np.zeros(0, dtype=int)
     def get(self, key)->np.ndarray|None:
         "Everything logged under `key`, one row per step (`None` if nothing was); per-tensor logs have one column per tensor in `seen_names`"
         self.flush()
-        vs = [v for _,v in self._host.get(key, [])]
+        vs = [c[1] for c in self._host.get(key, [])]
         if not vs: return None
         v = np.concatenate(vs)
         return v[:, self.cols] if self._per_tensor[key] else v
@@ -347,7 +365,7 @@ class Record:
         self.flush()
         return [self.names[i] for i in self.cols]
 
-# %% ../nbs/00_core.ipynb #4ca51253
+# %% ../nbs/00_core.ipynb #8a83055e
 def _fn_name(f): return getattr(f, '__name__', None) or getattr(getattr(f, 'func', None), '__name__', '')
 
 _SGD_CBS,_ADAM_CBS = {'weight_decay','l2_reg','average_grad'},{'weight_decay','l2_reg','average_grad','average_sqr_grad','step_stat'}
@@ -678,9 +696,7 @@ class LayerRates(Callback):
             for p in self.fpols:
                 if p.scaling=='update' and p.phase=='after': f = p.tensor_factors(st) if f is None else f*p.tensor_factors(st)
             st.f_update = f
-            if f is not None:
-                torch._foreach_mul_(d, list((1-f).unbind()))
-                torch._foreach_add_(st.meta.params, d)
+            if f is not None: torch._foreach_addcmul_(st.meta.params, d, list((1-f).unbind()))  # w_new + (1-f)(w_old - w_new), one pass
         for p in self.updaters: p.after_update(st)
         for p in st.observers: p.observe(st)
         n = st.computed_norms()
@@ -764,5 +780,5 @@ class FactorPolicy(TensorPolicy):
         return f
     @property
     def hist(self)->Tensor|None:
-        "The factor applied to each tensor (columns: `self.record.seen_names`) at each step of the last training fit; NaN where a tensor had no gradient"
+        "The factor applied to each tensor (columns: `self.record.seen_names`) at each step of the last training fit (beyond `Record.max_bytes`, at the steps `logged_steps('factor')`); NaN where a tensor had no gradient"
         return self.logged_tensor('factor')

@@ -191,10 +191,13 @@ class LayerStats(TensorPolicy):
         quantiles:tuple=(.1,.5,.9), # Quantiles of an adaptive optimizer's per-element effective step sizes (`()` to skip)
         max_elements:int=256, # Quantiles of larger tensors are taken on a fixed strided subsample of about this size
         update_every:int=None, # Record the step size `u_norm` every this many steps (a multiple of `every`); default: every recorded step where the optimizer's state gives it (`update_rule`), every 10th where it needs a copy of the weights
+        path:str|Path=None, # Write each epoch's rows to `path/layer_stats_{epoch:03d}.npz` instead of keeping them in memory (files of an earlier fit are replaced)
     ):
         super().__init__(per=per, n_groups=n_groups, exclude=None)
         self.every,self.max_elements = check_int(every, 'every', lo=1),check_int(max_elements, 'max_elements', lo=1)
         self.update_every = check_int(update_every, 'update_every', lo=1, none_ok=True)
+        if path is not None and not isinstance(path, (str, Path)): raise TypeError(f"`path` must be a folder name, got {path!r}.")
+        self.path = None if path is None else Path(path)
         self.quantiles = tuple(check_reals(list(quantiles), 'quantiles', lo=0, hi=1)) if len(quantiles) else ()
     @property
     def name(self): return 'layer_stats_cb'  # `learn.layer_stats` is the DataFrame
@@ -207,6 +210,18 @@ class LayerStats(TensorPolicy):
         self.adaptive = is_adaptive(self.opt)
         self.adam = self.adaptive and bool(self.quantiles) and self.per=='tensor'
         self._rule,self._gnames = _eff_rule(self.opt),(list(self.groups.names) if self.per=='group' else None)
+        if self.path is not None and not self.learn.layer_rates.range_test:
+            self.path.mkdir(parents=True, exist_ok=True)
+            for f in self.path.glob('layer_stats_*.npz'): f.unlink()
+    def after_epoch(self): self._write()
+    def after_fit(self): self._write()
+    def _write(self):
+        "With `path`: move the rows recorded since the last write from the record to a file"
+        if self.path is None or getattr(self, '_rec', None) is None: return
+        steps,x = self._rec[0].pop((self._rec[1], 'row'))
+        if x is None or not len(x): return
+        df = self._frame(steps, x)
+        np.savez(self.path/f'layer_stats_{self.epoch:03d}.npz', **{c: df[c].to_numpy(dtype=str if c=='layer' else None) for c in df.columns})
     def setup_meta(self, meta):
         super().setup_meta(meta)
         self._numel = to_device([float(p.numel()) for p in meta.params], meta.device, torch.float32)
@@ -229,19 +244,26 @@ class LayerStats(TensorPolicy):
         return self._gnames if self.per=='group' else self.record.seen_names
     @property
     def df(self)->pd.DataFrame:
-        "The recorded statistics, one row per recorded step and layer (built once per state of the record)"
+        "The recorded statistics, one row per recorded step and layer (built once per state of the record; with `path`, read from the files)"
+        if self.path is not None: return self._make_df()
         n = None if self.record is None else len(self.logged_steps('row'))
         c = getattr(self, '_df', None)
         if c is None or c[0] is not self.record or c[1] != n: self._df = c = (self.record, n, self._make_df())
         return c[2]
     def _make_df(self):
-        cols = ['lr','group_lr','clip_factor','w_norm','g_norm','u_norm'] + ([f'eff_q{int(round(100*q))}' for q in self.quantiles] if self.adam else [])
         x = None if self.record is None else self.logged('row')
+        mem = self._frame(self.logged_steps('row') if x is not None else None, x)
+        if self.path is None: return mem
+        files = [pd.DataFrame(dict(np.load(f))) for f in sorted(self.path.glob('layer_stats_*.npz'))]
+        return pd.concat(files + ([mem] if len(mem) else []), ignore_index=True) if files else mem
+    def _frame(self, steps, x):
+        "The rows `x` (steps × layers × columns) logged at `steps` as a DataFrame"
+        cols = ['lr','group_lr','clip_factor','w_norm','g_norm','u_norm'] + ([f'eff_q{int(round(100*q))}' for q in self.quantiles] if self.adam else [])
         if x is None: return pd.DataFrame(columns=['step','layer','factor','u_over_w']+cols)
-        n_s,n_l = x.shape[:2]  # steps x layers x cols
+        n_s,n_l = x.shape[:2]
         df = pd.DataFrame(x.reshape(n_s*n_l, -1), columns=cols)
         df.insert(0, 'layer', np.tile(np.array(self.layer_names, dtype=object), n_s))
-        df.insert(0, 'step', np.repeat(self.logged_steps('row'), n_l))
+        df.insert(0, 'step', np.repeat(steps, n_l))
         df.insert(4, 'factor', df['lr']/df['group_lr'].where(df['group_lr'] != 0))
         df['u_over_w'] = df['u_norm']/df['w_norm'].where(df['w_norm'] != 0)
         return df
