@@ -40,20 +40,24 @@ def dls(x_shape, n_batches, bs=64):
     return DataLoaders(DataLoader(ds, bs=bs, shuffle=False, drop_last=True), DataLoader(ds[:bs], bs=bs))
 
 class _Tic(Callback):
+    "ev: 'batch' (the training step), 'step' (the optimizer phase: policies and optimizer), 'both'"
     order = -1000
     def __init__(self, ev): self.ev = ev
     def before_batch(self):
-        if self.ev=='batch': self.learn._tic = time.perf_counter()
+        if self.ev in ('batch','both'): self.learn._tic = time.perf_counter()
     def before_step(self):
         if self.ev=='step': self.learn._tic = time.perf_counter()
+        if self.ev=='both': self.learn._tic_s = time.perf_counter()
 
 class _Toc(Callback):
+    "`ts`: the times `ev` says ('both': batches), `ts_step`: with 'both', the optimizer phases"
     order = 1000
-    def __init__(self, ev): self.ev,self.ts = ev,[]
+    def __init__(self, ev): self.ev,self.ts,self.ts_step = ev,[],[]
     def after_batch(self):
-        if self.ev=='batch' and self.training: self.ts.append(time.perf_counter()-self.learn._tic)
+        if self.ev in ('batch','both') and self.training: self.ts.append(time.perf_counter()-self.learn._tic)
     def after_step(self):
         if self.ev=='step': self.ts.append(time.perf_counter()-self.learn._tic)
+        if self.ev=='both': self.ts_step.append(time.perf_counter()-self.learn._tic_s)
 
 def interleave(configs, data, model_fn, rounds, ev, lr):
     "configs: name -> (opt_func, callbacks factory); returns name -> median seconds per step"

@@ -21,7 +21,7 @@ and are left out without it. Nothing here is asserted: see `benchmarks/README.md
 
 Run: python benchmarks/peers.py [--rounds 8] [--batches 12] [--json out.json]
 """
-import json
+import json, statistics
 from functools import partial
 from pathlib import Path
 import torch
@@ -73,16 +73,20 @@ def main(rounds=8, n_batches=12, out=None):
             cfgs[f'{row} | ours'] = ours
             peer_key[row] = f'none {id(ours[0])}' if peer[1] is _none and peer[0] is ours[0] else f'{row} | peer'
             cfgs.setdefault(peer_key[row], peer)
-        med,_ = interleave(cfgs, dls(shape, n_batches, bs), model_fn, rounds, 'batch', .1)
+        med,learners = interleave(cfgs, dls(shape, n_batches, bs), model_fn, rounds, 'both', .1)
+        opt_med = {k: statistics.median(toc.ts_step) for k,(_,_,toc) in learners.items()}
         for row,(ours,peer) in ps.items():
-            pk = peer_key[row]
-            res.setdefault(row, {})[name] = dict(ours_ms=1e3*med[f'{row} | ours'], peer_ms=1e3*med[pk], ratio=med[f'{row} | ours']/med[pk])
+            o,pk = f'{row} | ours',peer_key[row]
+            res.setdefault(row, {})[name] = dict(ours_ms=1e3*med[o], peer_ms=1e3*med[pk], ratio=med[o]/med[pk],
+                                                 ours_opt_ms=1e3*opt_med[o], peer_opt_ms=1e3*opt_med[pk])
     cols = [m[0] for m in MODELS]
-    print(f"\n{'ours / peer':28s}" + ''.join(f"{c:>16s}" for c in cols) + f"{'target':>8s}")
+    print(f"\n{'ours / peer (training step)':28s}" + ''.join(f"{c:>16s}" for c in cols) + f"{'target':>8s}")
     for row,r in res.items():
         print(f"{row:28s}" + ''.join(f"{r[c]['ratio']:16.2f}" for c in cols) + f"{'≤ %.2f' % TARGETS[row]:>8s}")
-    print("\nmedian ms/step (ours, peer):")
+    print("\nmedian ms per training step, ours / peer:")
     for row,r in res.items(): print(f"  {row:26s}" + ''.join(f"  {c}: {r[c]['ours_ms']:.2f}/{r[c]['peer_ms']:.2f}" for c in cols))
+    print("\nmedian ms per optimizer phase (before_step to after_step: the policies' work and the optimizer's step), ours / peer:")
+    for row,r in res.items(): print(f"  {row:26s}" + ''.join(f"  {c}: {r[c]['ours_opt_ms']:.2f}/{r[c]['peer_opt_ms']:.2f}" for c in cols))
     if out: Path(out).write_text(json.dumps(res, indent=1))
     return res
 

@@ -365,7 +365,7 @@ class Record:
         self.flush()
         return [self.names[i] for i in self.cols]
 
-# %% ../nbs/00_core.ipynb #8a83055e
+# %% ../nbs/00_core.ipynb #34cfd61a
 def _fn_name(f): return getattr(f, '__name__', None) or getattr(getattr(f, 'func', None), '__name__', '')
 
 _SGD_CBS,_ADAM_CBS = {'weight_decay','l2_reg','average_grad'},{'weight_decay','l2_reg','average_grad','average_sqr_grad','step_stat'}
@@ -451,9 +451,9 @@ class LayerRatePolicy(Callback):
     def tensor_factors(self, st:StepStats)->Tensor: "One factor per tensor (`st.meta.n`), applied as `self.scaling` says"
     def after_update(self, st:StepStats): "After the step was taken: update this policy's state"
     def wants(self, step:int)->bool: return True
-    def wants_update(self, step:int, known:bool)->bool:
-        "Whether `observe` reads `st.u_norm` at this step (`known`: the optimizer's step size reads from its state, `update_rule`)"
-        return False
+    def update_source(self, step:int, rule:str|None)->str|None:
+        "Whether `observe` reads `st.u_norm` at this step, and how it is to be measured: 'state' (read from the optimizer's state, `rule`: `update_rule`), 'copy' (on a copy of the weights), or `None` (not needed)"
+        return None
     def observe(self, st:StepStats): "After the step: read the statistics, `log` what to keep"
     def bind(self, out:Record, key:int, keep:bool):
         "Called by the mechanism at setup: log into `out` under `key`; `keep` (not a range test): read from it after the fit"
@@ -670,9 +670,10 @@ class LayerRates(Callback):
             if p.scaling=='grad': st.f_grad = f if st.f_grad is None else st.f_grad*f
             else: st.f_update = f if st.f_update is None else st.f_update*f
         copy,st.u_state = self.scale_update,False
-        if st.observers and any(p.wants_update(self.n_steps, self.rule is not None) for p in st.observers):
-            st.u_state = self.rule is not None and not copy and all(lr*wd < .5 for lr,wd in zip(lrs, wds))
-            copy = copy or not st.u_state  # the step's size read from the optimizer's state, or measured on a copy
+        src = {p.update_source(self.n_steps, self.rule) for p in st.observers} - {None}
+        if src:  # the step's size read from the optimizer's state, or measured on a copy
+            st.u_state = src == {'state'} and self.rule is not None and not copy and all(lr*wd < .5 for lr,wd in zip(lrs, wds))
+            copy = copy or not st.u_state
         if copy:
             st.w_norm  # the pre-step norms, before the weights change
             if 'w_old' not in meta.cache: meta.cache['w_old'] = [torch.empty_like(w) for w in meta.params]

@@ -190,21 +190,24 @@ class LayerStats(TensorPolicy):
         n_groups:int=None, # With `per='group'`: number of layer groups (default: the optimizer's groups)
         quantiles:tuple=(.1,.5,.9), # Quantiles of an adaptive optimizer's per-element effective step sizes (`()` to skip)
         max_elements:int=256, # Quantiles of larger tensors are taken on a fixed strided subsample of about this size
-        update_every:int=None, # Record the step size `u_norm` every this many steps (a multiple of `every`); default: every recorded step where the optimizer's state gives it (`update_rule`), every 10th where it needs a copy of the weights
+        update_every:int=None, # Record the step size `u_norm` every this many steps (a multiple of `every`); default: every recorded step for the optimizers `update_rule` knows, every 10th for the others
         path:str|Path=None, # Write each epoch's rows to `path/layer_stats_{epoch:03d}.npz` instead of keeping them in memory (files of an earlier fit are replaced)
+        update:str='auto', # How `u_norm` is measured: 'state' (read from the optimizer's state where `update_rule` knows it), 'copy' (on a copy of the weights), 'auto' (state for the SGD family, copy for the others)
     ):
         super().__init__(per=per, n_groups=n_groups, exclude=None)
         self.every,self.max_elements = check_int(every, 'every', lo=1),check_int(max_elements, 'max_elements', lo=1)
-        self.update_every = check_int(update_every, 'update_every', lo=1, none_ok=True)
+        self.update_every,self.update = check_int(update_every, 'update_every', lo=1, none_ok=True),check_choice(update, 'update', ('auto','state','copy'))
         if path is not None and not isinstance(path, (str, Path)): raise TypeError(f"`path` must be a folder name, got {path!r}.")
         self.path = None if path is None else Path(path)
         self.quantiles = tuple(check_reals(list(quantiles), 'quantiles', lo=0, hi=1)) if len(quantiles) else ()
     @property
     def name(self): return 'layer_stats_cb'  # `learn.layer_stats` is the DataFrame
     def wants(self, step): return step % self.every == 0
-    def wants_update(self, step, known):
-        k = self.update_every or (self.every if known else 10*self.every)
-        return step % math.lcm(k, self.every) == 0
+    def update_source(self, step, rule):
+        k = self.update_every or (self.every if rule else 10*self.every)
+        if step % math.lcm(k, self.every): return None
+        if self.update=='auto': return 'state' if rule in ('fastai_sgd','torch_sgd') else 'copy'
+        return self.update
     def setup(self):
         super().setup()
         self.adaptive = is_adaptive(self.opt)
