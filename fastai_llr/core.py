@@ -418,6 +418,7 @@ def _update_norms(st, opt, rule, wds):
         wd = [w if not m else 0. for w,m in zip(wd, mom)]
         decoupled = True  # the same algebra: Δ = -lr·(g + wd·w_old)
     c = [l*w for l,w in zip(lr, wd)] if decoupled else [0.]*meta.n  # decoupled: Δ = -(a·v + c·w_old) = -(a·v + c·w_new)/(1-c)
+    if a is lr and not any(c): return torch.stack(torch._foreach_norm(vs))*st.lr  # SGD without decoupled decay: lr·‖v‖
     out,by_b = [None]*meta.n,{}
     for i in range(meta.n): by_b.setdefault(c[i]/a[i] if c[i] else 0., []).append(i)
     for b,idx in by_b.items():
