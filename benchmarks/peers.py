@@ -23,6 +23,7 @@ so this estimate is free of their run-to-run noise. timm's rows need `pip instal
 and are left out without it. Nothing here is asserted: see `benchmarks/README.md` for the numbers.
 
 Run: python benchmarks/peers.py [--rounds 8] [--batches 12] [--json out.json]
+     python benchmarks/peers.py --limits   # only the cost of a pass and each policy's work alone, on xresnet18
 """
 import json, statistics
 from functools import partial
@@ -67,6 +68,42 @@ def pairs():
     res['MADLR'] = ((sgd, lambda: [MADLR()]), (sgd, _none))
     return res
 
+# passes over the weights per step beyond the optimizer's own (see "What each policy costs" in the core guide), as
+# (norms, element-wise passes): ours now, and the least the formula needs (fused into one kernel where that is less)
+PASSES = {'GradClip': ((1, 2), (1, 2)),            # norm of g; scale g (read, write): as clip_grad_norm_
+          'LayerStats': ((3, 0), (3, 0)),          # norms of w, g and of the momentum buffer (the step's size)
+          'LayerStats + Adam': ((3, 5), (3, 0)),   # the same, the step measured on a copy (copy 2, subtract 3)
+          'MADLR': ((2, 12), (0, 6))}              # per average: (A-w)/s (3), its norm, + w/(βs) (3); fused: read w, g, A, B, write A, B
+
+def limits(step_ms=None, model_fn=None, shape=(3,32,32), bs=32, n=20):
+    """On xresnet18: the cost of a norm and of an element-wise pass over all the weights, each policy's work alone
+    (`LayerRates._step` with an optimizer step that does nothing) against its passes priced at those costs, and the
+    least its formula needs; with `step_ms` (the peer's training step) the step-time ratio that least would give"""
+    import time
+    from common import mechanism_time
+    model_fn = model_fn or xres18
+    ps = list(model_fn().parameters()); bufs = [torch.zeros_like(p) for p in ps]
+    def t(f):
+        f(); ts = []
+        for _ in range(n): t0 = time.perf_counter(); f(); ts.append(time.perf_counter()-t0)
+        return 1e3*statistics.median(ts)
+    norm,ew = t(lambda: torch._foreach_norm(ps)),t(lambda: torch._foreach_add_(bufs, ps, alpha=.5))/3
+    print(f"\nxresnet18's weights ({sum(p.numel() for p in ps)/1e6:.1f} M): a norm {norm:.2f} ms, an element-wise pass "
+          f"(a read or a write of every element) {ew:.2f} ms")
+    ps_,res = pairs(),{}
+    print(f"{'policy work alone':20s}{'measured ms':>12s}{'passes (norms+elem.)':>22s}{'priced ms':>10s}{'least':>8s}{'priced ms':>10s}"
+          + (f"{'ratio at the least':>20s}" if step_ms else ''))
+    for row,((nn_,ne),(ln,le)) in PASSES.items():
+        (of,cf),_ = ps_[row]
+        l = Learner(dls(shape, 2, bs), model_fn(), loss_func=CrossEntropyLossFlat(), opt_func=of)
+        with l.no_bar(), l.no_logging(): l.fit(1, 1e-3, cbs=cf())
+        ms,now,least = mechanism_time(l, cf(), n=n, blocks=4)/1e3,nn_*norm + ne*ew,ln*norm + le*ew
+        sm = step_ms.get(row) if step_ms else None
+        print(f"{row:20s}{ms:12.2f}{f'{nn_}+{ne}':>22s}{now:10.2f}{f'{ln}+{le}':>8s}{least:10.2f}" + (f"{1 + least/sm:20.2f}" if sm else ''))
+        res[row] = dict(ms=ms, passes=[nn_, ne], least=[ln, le], priced_ms=now, least_ms=least, norm_ms=norm, pass_ms=ew,
+                        ratio_at_least=(1 + least/sm) if sm else None)
+    return res
+
 def main(rounds=8, n_batches=12, out=None):
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu, {rounds} interleaved rounds of {n_batches} steps")
     ps,res = pairs(),{}
@@ -93,9 +130,12 @@ def main(rounds=8, n_batches=12, out=None):
     for row,r in res.items(): print(f"  {row:26s}" + ''.join(f"  {c}: {r[c]['ours_ms']:.2f}/{r[c]['peer_ms']:.2f}" for c in cols))
     print("\nmedian ms per optimizer phase (before_step to after_step: the policies' work and the optimizer's step), ours / peer:")
     for row,r in res.items(): print(f"  {row:26s}" + ''.join(f"  {c}: {r[c]['ours_opt_ms']:.2f}/{r[c]['peer_opt_ms']:.2f}" for c in cols))
+    res['limits'] = limits({row: r['xresnet18']['peer_ms'] for row,r in res.items() if row in PASSES})
     if out: Path(out).write_text(json.dumps(res, indent=1))
     return res
 
 if __name__ == '__main__':
-    from common import run_cli
-    run_cli(main, 8, 12)
+    if '--limits' in sys.argv: limits()  # only the pass costs and each policy's work alone (a minute)
+    else:
+        from common import run_cli
+        run_cli(main, 8, 12)
