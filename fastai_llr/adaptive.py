@@ -125,6 +125,7 @@ class MADLR(FactorPolicy):
         if min_mult is not None and max_mult is not None and min_mult > max_mult: raise ValueError("`min_mult` is larger than `max_mult`.")
         store_attr('beta,init,min_mult,max_mult,source,norm')
         self.keys = ('mad_w','mad_g','mad_lam') if source=='grad' else ('mad_prev','mad_e','mad_r','mad_lam')
+    _pending,_s,_sc = None,1.,None  # also before any training fit (`after_epoch` fires in `validate`)
     def setup(self): super().setup(); self._pending,self._s,self._sc = None,1.,None
     def _cache(self, st): return _mad_cache(st, opt_state(self.opt), self.keys, ('mad', id(self)))
     def _unscale(self):
