@@ -372,7 +372,7 @@ _SGD_CBS,_ADAM_CBS = {'weight_decay','l2_reg','average_grad'},{'weight_decay','l
 
 def update_rule(opt # The optimizer that takes the step (`learn.opt`)
                )->str|None: # 'fastai_sgd', 'fastai_adam', 'torch_sgd', 'torch_adam', or `None`
-    "How the size of `opt`'s step reads from its state after the step, or `None` when it does not (the weights are then copied to measure it)"
+    "How the size of `opt`'s step can be read from its state after the step, or `None` when it cannot (it is then measured on a copy of the weights)"
     inner = getattr(opt, 'opt', None)
     if isinstance(opt, OptimWrapper) and isinstance(inner, torch.optim.Optimizer):
         gs = inner.param_groups

@@ -226,8 +226,7 @@ class APIRenderer:
             rows = ['| Parameter | Type | Default | Description |', '|---|---|---|---|']
             for n,k,t,dv,desc in params:
                 if not desc: self.problems.append((name, f'parameter {n} has no description'))
-                cell = lambda s: s.replace('|', '\\|').replace('\n', ' ')
-                rows.append(f"| `{_STAR.get(k, '')}{n}` | {f'`{cell(t)}`' if t else ''} | {f'`{cell(self._default(dv))}`' if dv is not inspect.Parameter.empty else ''} | {cell(self.link(desc))} |")
+                rows.append(f"| `{_STAR.get(k, '')}{n}` | {_code_cell(t) if t else ''} | {_code_cell(self._default(dv)) if dv is not inspect.Parameter.empty else ''} | {self.link(desc).replace('|', '&#124;').replace(chr(10), ' ')} |")
             parts.append('<div class="api-params" markdown="1">\n\n' + '\n'.join(rows) + '\n\n</div>')
         return '\n\n'.join(parts)
 
@@ -447,6 +446,10 @@ def mkdocs_build(config_file):
     except Exception as e: msgs.append(f'ERROR - MkDocs failed: {e!r}')
     finally: log.handlers,log.propagate = old[0],old[1]; log.setLevel(old[2])
     return msgs
+
+def _code_cell(s):
+    "Code in a Markdown table cell: HTML, so that a `|` (e.g. `int | None`) neither splits the row nor shows a backslash"
+    return '<code>' + html.escape(s.replace('\n', ' ')).replace('|', '&#124;') + '</code>'
 
 def page_problems(md):
     "What must never reach a page: directives, stderr, empty sections"
