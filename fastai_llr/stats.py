@@ -151,6 +151,24 @@ def _q_from_desc(desc, cnt, q):
     vl,vh = desc.gather(1, lo),desc.gather(1, hi)
     return vl + (vh-vl)*(pos-lo)
 
+def _eff_fast(st, state, hs, key, decay, K, cnt, V, debias, tag):
+    "Fill `V` with every tensor's (bias-corrected) subsample of `v`, from strided views cached per set of state tensors: three multi-tensor ops. False where that does not apply (state missing, not contiguous or with `step` on the device; centered RMSProp; Adagrad's rate decay)"
+    ss = [state.get(p, {}) for p in st.meta.params]
+    vs = [s.get(key) for s in ss]
+    c = st.meta.cache.get(tag + ('views',))
+    if c is None or any(a is not b for a,b in zip(c[0], vs)):
+        if any(v is None or not v.is_contiguous() or (torch.is_tensor(s.get('step')) and s['step'].device.type != 'cpu') for v,s in zip(vs, ss)): return False
+        if any(h.get('centered') or (decay and h.get('lr_decay', 0)) for h in (hs[g] for g in st.meta.group)): return False
+        views = [v.view(-1)[::-(-v.numel()//K)] if v.numel() > K else v.view(-1) for v in vs]
+        pos = to_device([i*K + j for i,n in enumerate(cnt) for j in range(n)], st.meta.device, torch.long)
+        c = st.meta.cache[tag + ('views',)] = (vs, views, pos)
+    views,pos = c[1],c[2]
+    if debias:  # 1 - β2^t per tensor, host numbers (torch keeps `step` on the CPU)
+        b2 = [h['sqr_mom'] if 'sqr_mom' in h else h['betas'][1] for h in (hs[g] for g in st.meta.group)]
+        views = torch._foreach_div(views, [1 - b**float(s.get('step', 1)) for b,s in zip(b2, ss)])
+    V.view(-1).index_copy_(0, pos, torch.cat(views))
+    return True
+
 def _eff_quantiles(st, opt, rule, q, max_elements, tag):
     "Per tensor, quantiles `q` of the per-element step size `lr_t/(sqrt(v)+eps)` from `opt`'s second-moment state (`rule`: `_eff_rule`)"
     state,hs,(key,debias,decay) = opt_state(opt),hyper_dicts(opt),rule
@@ -161,22 +179,22 @@ def _eff_quantiles(st, opt, rule, q, max_elements, tag):
         c = st.meta.cache[tag] = (K, cnt, to_device(cnt, st.meta.device, torch.float32))
     K,cnt,cnt_t = c
     V = torch.full((st.meta.n, K), float('inf'), device=st.meta.device)
-    eps,scaled = [],{}
-    for i,p in enumerate(st.meta.params):  # gather a subsample of v per tensor: two small ops each
-        s,h = state.get(p, {}),hs[st.meta.group[i]]
-        eps.append(h.get('eps', 1e-8 if key!='sum' else 1e-10))
-        v = s.get(key)
-        if v is None: continue
-        if key=='square_avg' and h.get('centered') and 'grad_avg' in s: v = v - s['grad_avg']**2
-        v = v.flatten()
-        if v.numel() > K: v = v[::-(-v.numel()//K)]
-        if debias:
-            b2 = h['sqr_mom'] if 'sqr_mom' in h else h['betas'][1]
-            torch.div(v, 1 - b2**s.get('step', 1), out=V[i,:cnt[i]])  # torch keeps `step` on the CPU: a host scalar
-        elif decay and h.get('lr_decay', 0):  # Adagrad: lr_t = lr·c, c = 1/(1+(t-1)·lr_decay) (its `step` lives on the CPU)
-            c = 1/(1+(float(s['step'])-1)*h['lr_decay'])
-            torch.div(v, c*c, out=V[i,:cnt[i]]); scaled[i] = eps[-1]/c  # lr·c/(√v+ε) = lr/(√(v/c²)+ε/c)
-        else: V[i,:cnt[i]] = v
+    eps,scaled = [hs[g].get('eps', 1e-8 if key!='sum' else 1e-10) for g in st.meta.group],{}
+    if not _eff_fast(st, state, hs, key, decay, K, cnt, V, debias, tag):
+        for i,p in enumerate(st.meta.params):  # gather a subsample of v per tensor: two small ops each
+            s,h = state.get(p, {}),hs[st.meta.group[i]]
+            v = s.get(key)
+            if v is None: continue
+            if key=='square_avg' and h.get('centered') and 'grad_avg' in s: v = v - s['grad_avg']**2
+            v = v.flatten()
+            if v.numel() > K: v = v[::-(-v.numel()//K)]
+            if debias:
+                b2 = h['sqr_mom'] if 'sqr_mom' in h else h['betas'][1]
+                torch.div(v, 1 - b2**s.get('step', 1), out=V[i,:cnt[i]])  # torch keeps `step` on the CPU: a host scalar
+            elif decay and h.get('lr_decay', 0):  # Adagrad: lr_t = lr·c, c = 1/(1+(t-1)·lr_decay) (its `step` lives on the CPU)
+                c = 1/(1+(float(s['step'])-1)*h['lr_decay'])
+                torch.div(v, c*c, out=V[i,:cnt[i]]); scaled[i] = eps[i]/c  # lr·c/(√v+ε) = lr/(√(v/c²)+ε/c)
+            else: V[i,:cnt[i]] = v
     e = st.meta.expand([hs[g].get('eps', eps[0]) for g in st.meta.slot_group])[:,None] if len(set(eps)) > 1 or scaled else eps[0]
     for i,ei in scaled.items(): e[i] = ei  # an asynchronous fill, no transfer
     eff = st.lr[:,None]/(V.sqrt() + e)  # the padding (inf) gives 0
