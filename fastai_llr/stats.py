@@ -152,20 +152,20 @@ def _q_from_desc(desc, cnt, q):
     return vl + (vh-vl)*(pos-lo)
 
 def _eff_fast(st, state, hs, key, decay, K, cnt, V, debias, tag):
-    "Fill `V` with every tensor's (bias-corrected) subsample of `v`, from strided views cached per set of state tensors: three multi-tensor ops. False where that does not apply (state missing, not contiguous or with `step` on the device; centered RMSProp; Adagrad's rate decay)"
+    "Fill `V` with every tensor's (bias-corrected) subsample of `v`, from strided views cached per set of state tensors: three multi-tensor ops. False where that does not apply (state missing or not contiguous; a bias correction with torch's `step` tensors, which would have to be read on the host; centered RMSProp; Adagrad's rate decay)"
     ss = [state.get(p, {}) for p in st.meta.params]
     vs = [s.get(key) for s in ss]
     c = st.meta.cache.get(tag + ('views',))
     if c is None or any(a is not b for a,b in zip(c[0], vs)):
-        if any(v is None or not v.is_contiguous() or (torch.is_tensor(s.get('step')) and s['step'].device.type != 'cpu') for v,s in zip(vs, ss)): return False
+        if any(v is None or not v.is_contiguous() or (debias and torch.is_tensor(s.get('step'))) for v,s in zip(vs, ss)): return False
         if any(h.get('centered') or (decay and h.get('lr_decay', 0)) for h in (hs[g] for g in st.meta.group)): return False
         views = [v.view(-1)[::-(-v.numel()//K)] if v.numel() > K else v.view(-1) for v in vs]
         pos = to_device([i*K + j for i,n in enumerate(cnt) for j in range(n)], st.meta.device, torch.long)
         c = st.meta.cache[tag + ('views',)] = (vs, views, pos)
     views,pos = c[1],c[2]
-    if debias:  # 1 - β2^t per tensor, host numbers (torch keeps `step` on the CPU)
+    if debias:  # 1 - β2^t per tensor, host numbers
         b2 = [h['sqr_mom'] if 'sqr_mom' in h else h['betas'][1] for h in (hs[g] for g in st.meta.group)]
-        views = torch._foreach_div(views, [1 - b**float(s.get('step', 1)) for b,s in zip(b2, ss)])
+        views = torch._foreach_div(views, [1 - b**s.get('step', 1) for b,s in zip(b2, ss)])  # fastai's `step`: a Python int
     V.view(-1).index_copy_(0, pos, torch.cat(views))
     return True
 
