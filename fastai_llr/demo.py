@@ -6,8 +6,10 @@ Docs: https://fastai-llr.github.io/fastai_llr/demo.html.md"""
 
 # %% ../nbs/09_demo.ipynb #fcdfb42d
 from __future__ import annotations
-import argparse, time
-from fastai.basics import *
+import argparse, time, warnings
+with warnings.catch_warnings():  # `fastai-llr` prints no third-party notice: torch deprecates the `torch.jit.script` some fastai layers use
+    warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
+    from fastai.basics import *
 from fastai.callback.schedule import *
 from .core import *
 from .cyclical import *
@@ -93,9 +95,11 @@ def main(argv=None, # Command-line arguments, e.g. `['demo', '--epochs', '2']` (
     p = argparse.ArgumentParser(prog='fastai-llr', description='fastai_llr: per-layer learning rates for fastai')
     sub = p.add_subparsers(dest='cmd', required=True)
     d = sub.add_parser('demo', help='uniform vs CyclicalLLR on MNIST-1D (offline), prints a table, saves a plot')
-    d.add_argument('--epochs', type=int, default=8); d.add_argument('--lr', type=float, default=1e-2)
-    d.add_argument('--out', default='demo_out'); d.add_argument('--seed', type=int, default=0)
-    d.add_argument('--bs', type=int, default=128)
+    d.add_argument('--epochs', type=int, default=8, help='epochs of each of the two runs (default: 8)')
+    d.add_argument('--lr', type=float, default=1e-2, help="peak rate of fit_one_cycle, the same for both runs (default: 0.01)")
+    d.add_argument('--out', default='demo_out', help="folder for the plot (layer_lrs.png) and the table (results.csv) (default: demo_out)")
+    d.add_argument('--seed', type=int, default=0, help='seed of the data split, the initial weights and the data order (default: 0)')
+    d.add_argument('--bs', type=int, default=128, help='batch size (default: 128)')
     a = p.parse_args(argv)
     if a.cmd == 'demo':
         if a.epochs < 1: p.error('--epochs must be at least 1')

@@ -10,6 +10,7 @@ def _cli():
 def test_demo(tmp_path):
     r = subprocess.run(_cli() + ['demo', '--epochs', '2', '--out', str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert 'Warning' not in r.stderr, r.stderr[-3000:]  # no third-party notice (torch's `torch.jit.script` deprecation)
     assert 'uniform' in r.stdout and 'CyclicalLLR' in r.stdout and 'accuracy' in r.stdout
     png = tmp_path/'layer_lrs.png'
     assert png.exists() and png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
@@ -22,3 +23,14 @@ def test_bad_args(tmp_path):
     assert r.returncode == 2 and '--epochs must be at least 1' in r.stderr
     r = subprocess.run(_cli() + ['nosuchcommand'], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
+
+def test_help_documents_every_option_and_prints_no_warning():
+    "`--help` of the command and of `demo` explain every option, and nothing reaches stderr (no third-party deprecation notice)"
+    r = subprocess.run(_cli() + ['--help'], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stderr == '' and 'demo' in r.stdout
+    r = subprocess.run(_cli() + ['demo', '--help'], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stderr == '', r.stderr
+    opts = ' '.join(r.stdout.split())
+    for opt,words in (('--epochs EPOCHS', 'epochs of each'), ('--lr LR', 'peak rate'), ('--out OUT', 'folder for the plot'),
+                      ('--seed SEED', 'seed of the data split'), ('--bs BS', 'batch size')):
+        assert f'{opt} {words}' in opts, (opt, opts)
