@@ -20,13 +20,12 @@ from torch import nn
 from fastai.basics import *
 from fastai_llr.all import *
 from fastai_llr.core import Record
+import sys; sys.path.insert(0, str(Path(__file__).parent))
+from peers import mlp241
 
-def mlp161(width=16, n_blocks=40, seed=0):
-    "40 Linear+BatchNorm1d+ReLU blocks and a bias-free head: 4*40 + 1 = 161 parameter tensors"
-    torch.manual_seed(seed)
-    layers = []
-    for i in range(n_blocks): layers += [nn.Linear(8 if i == 0 else width, width), nn.BatchNorm1d(width), nn.ReLU()]
-    return nn.Sequential(*layers, nn.Linear(width, 3, bias=False))
+def mlp161(seed=0):
+    "40 Linear+BatchNorm1d+ReLU blocks and a bias-free head (peers.py's MLP builder): 4*40 + 1 = 161 parameter tensors"
+    return mlp241(width=16, n_blocks=40, seed=seed, n_in=8)
 
 def rss_mib():
     "Resident memory of this process now (Linux /proc)"

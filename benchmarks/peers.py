@@ -38,11 +38,11 @@ from fastai_llr.all import *
 import sys; sys.path.insert(0, str(Path(__file__).parent))
 from adaptive import interleave, convnet, dls, _none
 
-def mlp241(width=64, n_blocks=60, seed=0):
-    "60 Linear+BatchNorm1d+ReLU blocks and a bias-free head: 4*60 + 1 = 241 parameter tensors"
+def mlp241(width=64, n_blocks=60, seed=0, n_in=32):
+    "60 Linear+BatchNorm1d+ReLU blocks and a bias-free head: 4*60 + 1 = 241 parameter tensors (4*n_blocks + 1 in general)"
     torch.manual_seed(seed)
     layers = []
-    for i in range(n_blocks): layers += [nn.Linear(32 if i == 0 else width, width), nn.BatchNorm1d(width), nn.ReLU()]
+    for i in range(n_blocks): layers += [nn.Linear(n_in if i == 0 else width, width), nn.BatchNorm1d(width), nn.ReLU()]
     return nn.Sequential(*layers, nn.Linear(width, 10, bias=False))
 
 def xres18(seed=0): torch.manual_seed(seed); return xresnet18(n_out=10)

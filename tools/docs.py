@@ -465,11 +465,14 @@ def site(out=None):
     "Build the static site into `out` (default: nbdev's doc_path, `_docs/`)"
     t0,cfg = time.time(),_config()
     out = Path(out or cfg.doc_path)
-    procd = proc_notebooks()
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(1) as ex:  # import fastai and the package (10 s on a slow machine) while nbdev's worker processes run
+        fut = ex.submit(APIRenderer, cfg.git_url, cfg.get('branch', 'main'))
+        procd = proc_notebooks()
+        render = fut.result()
     if BUILD.exists(): shutil.rmtree(BUILD)
     docs = BUILD/'docs'; docs.mkdir(parents=True)
     pages,api = _page_names(procd)
-    render = APIRenderer(cfg.git_url, cfg.get('branch', 'main'))
     to_page = _linker(cfg, pages, api)
     link = lambda s: render.extra_links(to_page(s))
     problems,n_entries = [],0
