@@ -12,10 +12,12 @@ from fastai.basics import *
 from fastai.callback.schedule import *
 from fastprogress.fastprogress import progress_bar
 from .stats import LayerStats
+from .cyclical import CyclicalLLR
+from .checks import check_choice, check_real, check_int
 import fastai_llr.schedules  # the `Learner.fit_*` entry points a `TrainConfig` can name
 
 # %% auto #0
-__all__ = ['TrainConfig', 'Comparison', 'compare']
+__all__ = ['TrainConfig', 'paired_ci', 'Comparison', 'compare', 'clr_fit', 'protocol_configs']
 
 # %% ../nbs/08_compare.ipynb #6fe236b2
 def _name(o): return getattr(o, '__name__', None) or type(o).__name__
@@ -64,6 +66,30 @@ class TrainConfig:
         m(epochs, **{key: self.lr}, **self.fit_kwargs)
     def __repr__(self): return f"TrainConfig({self.name!r}: {self.desc()})"
 
+# %% ../nbs/08_compare.ipynb #6c5ccada
+def paired_ci(d, # Paired differences (one per seed)
+              level:float=.95, # Confidence level
+              method:str='t', # 't' (Student's t-interval) or 'bootstrap' (percentile bootstrap)
+              n_boot:int=10_000, # Bootstrap resamples
+              seed:int=0, # Seed of the bootstrap's resampling (a generator of its own)
+             )->tuple:
+    "`(mean, low, high)`: the mean of the differences `d` and its confidence interval (NaN bounds with fewer than 2 differences)"
+    from scipy import stats
+    check_choice(method, 'method', ('t', 'bootstrap'))
+    level = check_real(level, 'level', lo=0, hi=1, lo_open=True, hi_open=True)
+    d = np.asarray(d, dtype=float)
+    d = d[~np.isnan(d)]
+    n = len(d)
+    if n == 0: return (np.nan, np.nan, np.nan)
+    m = float(d.mean())
+    if n < 2: return (m, np.nan, np.nan)
+    if method == 't':
+        h = stats.t.ppf((1+level)/2, n-1) * d.std(ddof=1)/np.sqrt(n)
+        return (m, m-h, m+h)
+    means = d[np.random.default_rng(seed).integers(0, n, (check_int(n_boot, 'n_boot', lo=100), n))].mean(1)
+    lo,hi = np.quantile(means, [(1-level)/2, (1+level)/2])
+    return (m, float(lo), float(hi))
+
 # %% ../nbs/08_compare.ipynb #f1345421
 class Comparison:
     "The runs of `compare`: a table, a summary over seeds, and plots"
@@ -77,20 +103,74 @@ class Comparison:
         store_attr()
         self.rates = rates or {}
     @property
+    def configs(self)->list: return list(dict.fromkeys(r['config'] for r in self.records))
+    @property
+    def has_test(self)->bool: return any(not np.isnan(r.get('test_final', np.nan)) for r in self.records)
+    @property
     def runs(self)->pd.DataFrame:
-        "One row per (config, seed)"
-        cols = ['config','seed','final','best','epochs_to_target','steps_to_target','final_valid_loss','time_s']
-        return pd.DataFrame([{k: r[k] for k in cols} for r in self.records], columns=cols)
+        "One row per (config, seed): validation metric at the end (`final`) and at its best epoch (`best`, `best_epoch`); with a test set, the test metric at that epoch and at the end"
+        cols = ['config','seed','final','best','best_epoch','test_at_best','test_final','epochs_to_target','steps_to_target','final_valid_loss','time_s']
+        return pd.DataFrame([{k: r.get(k, np.nan) for k in cols} for r in self.records], columns=cols)
     def summary(self)->pd.DataFrame:
         "Mean and standard deviation over seeds, per config (configs in the order given); `reached`: runs that reached the target"
-        df,order = self.runs,list(dict.fromkeys(r['config'] for r in self.records))
+        df = self.runs
         g = df.groupby('config', sort=False)
         res = pd.DataFrame({f'{self.metric}_final': g.final.mean(), '±final': g.final.std(ddof=0),
                             f'{self.metric}_best': g.best.mean(), '±best': g.best.std(ddof=0),
+                            f'test_{self.metric}': g.test_at_best.mean(), '±test': g.test_at_best.std(ddof=0),
                             'epochs_to_target': g.epochs_to_target.mean(), 'reached': g.epochs_to_target.count(),
-                            'runs': g.seed.count(), 'time_s': g.time_s.mean()}).loc[order]
+                            'runs': g.seed.count(), 'time_s': g.time_s.mean()}).loc[self.configs]
         if self.target is None: res = res.drop(columns=['epochs_to_target','reached'])
+        if not self.has_test: res = res.drop(columns=[f'test_{self.metric}', '±test'])
         return res
+    def paired(self,
+               baseline:str, # The config every other one is compared with, seed by seed
+               on:str=None, # A column of `runs` (default: `test_at_best` when there is a test set, else `best`)
+               level:float=.95, # Confidence level of the interval
+               method:str='t', # 't' (Student's t-interval of the mean difference) or 'bootstrap' (percentile)
+               n_boot:int=10_000, # Bootstrap resamples
+              )->pd.DataFrame:
+        "Per config: the mean of its paired differences from `baseline` (same seed: same initial weights and data order), their confidence interval, how many seeds improved, and what the interval shows"
+        if baseline not in self.configs: raise ValueError(f"`baseline` must be one of the configs {self.configs}, got {baseline!r}.")
+        on = on or ('test_at_best' if self.has_test else 'best')
+        df = self.runs
+        if on not in df.columns: raise ValueError(f"`on` must be a column of `runs`, got {on!r}.")
+        wide = df.pivot(index='seed', columns='config', values=on)
+        sign = 1 if self.higher_is_better else -1
+        rows = {}
+        for c in self.configs:
+            if c == baseline: continue
+            d = (wide[c] - wide[baseline]).dropna().values
+            m,lo,hi = paired_ci(d, level, method, n_boot)
+            better,worse = (lo > 0, hi < 0) if sign > 0 else (hi < 0, lo > 0)
+            rows[c] = dict(n=len(d), diff=m, ci_low=lo, ci_high=hi, improved=f"{int((sign*d > 0).sum())}/{len(d)}",
+                           verdict='better' if better else 'worse' if worse else 'no difference shown')
+        return pd.DataFrame.from_dict(rows, orient='index', columns=['n','diff','ci_low','ci_high','improved','verdict'])
+    def plot_paired(self,
+                    baseline:str, # As in `paired`
+                    on:str=None, # As in `paired`
+                    level:float=.95, # As in `paired`
+                    method:str='t', # As in `paired`
+                    ax=None, # Matplotlib axes to draw on (default: a new figure)
+                    figsize=None, # Size of the new figure (default: 7 wide, 0.45 per config high)
+                    title:str=None, # Title of the axes
+                   ):
+        "Paired differences from `baseline`: one dot per seed, the mean with its confidence interval; a zero line"
+        on = on or ('test_at_best' if self.has_test else 'best')
+        tab = self.paired(baseline, on, level, method)
+        wide = self.runs.pivot(index='seed', columns='config', values=on)
+        if ax is None: _,ax = plt.subplots(figsize=figsize or (7, 1 + .45*len(tab)))
+        cols = {'better': 'C2', 'worse': 'C3', 'no difference shown': 'C0'}
+        for i,(c,r) in enumerate(tab.iterrows()):
+            y = len(tab)-1-i
+            d = (wide[c] - wide[baseline]).dropna().values
+            ax.plot(d, np.full(len(d), y) + np.linspace(-.12, .12, len(d)), 'o', ms=3, color='grey', alpha=.6)
+            ax.errorbar(r['diff'], y, xerr=[[r['diff']-r['ci_low']], [r['ci_high']-r['diff']]], fmt='s', color=cols[r['verdict']], capsize=3)
+        ax.axvline(0, color='k', lw=.8)
+        ax.set_yticks(range(len(tab))); ax.set_yticklabels(list(tab.index)[::-1])
+        ax.set_xlabel(f'{on} − {baseline} ({int(level*100)}% interval, dots: seeds)')
+        if title: ax.set_title(title, fontsize='medium')
+        return ax
     def curves(self, config:str)->np.ndarray:
         "Validation metric per epoch, one row per seed"
         return np.array([r['history'] for r in self.records if r['config'] == config])
@@ -146,6 +226,25 @@ def _save(path, rec, rates):
         rates.to_csv(path/'rates'/f"{rec['config']}__{rec['seed']}.csv", index=False)
     with open(path/'runs.jsonl', 'a') as f: f.write(json.dumps(rec) + '\n')
 
+class _KeepBest(Callback):
+    "Keep a host copy of the weights at the epoch with the best validation metric so far (the first of ties); once per epoch"
+    order = Recorder.order+1  # after the Recorder has appended the epoch's metrics
+    def __init__(self, higher:bool): self.higher = higher
+    def before_fit(self): self.best,self.best_epoch,self.state = None,None,None
+    def after_epoch(self):
+        v = float(self.learn.recorder.values[-1][2])
+        if self.best is None or (v > self.best if self.higher else v < self.best):
+            self.best,self.best_epoch = v,self.learn.epoch+1
+            self.state = {k: t.detach().to('cpu', copy=True) for k,t in self.learn.model.state_dict().items()}
+
+def _test_metrics(learn, keep):
+    "The test metric (the third loader) at the end of training, then at the selected epoch (the weights `keep` holds)"
+    learn.remove_cb(keep)  # `validate` fires `before_fit`/`after_epoch` too
+    final = float(learn.validate(ds_idx=2)[1])
+    if keep.state is None: return final,np.nan
+    learn.model.load_state_dict(keep.state)
+    return final,float(learn.validate(ds_idx=2)[1])
+
 def _to_target(hist, target, higher):
     "First epoch (1-based) whose metric reaches `target`, or None"
     if target is None: return None
@@ -166,8 +265,9 @@ def compare(configs:list, # `TrainConfig`s (names unique)
             layer_stats=False, # Record per-layer rates with `LayerStats` (True, or `every` as an int)
             path=None, # Folder to save runs to and resume from
             show_progress:bool=True, # Show a progress bar over the runs
+            shard:tuple=None, # `(i, n)`: run only the `i`-th of `n` shares of the runs (every `n`-th (seed, config) pair from the `i`-th), for `n` processes writing to the same `path`
 )->Comparison:
-    "Train every config with every seed from identical initial weights and data order per seed; collect the results"
+    "Train every config with every seed from identical initial weights and data order per seed; select each run's epoch on validation and, with a test loader (`dls[2]`), report its test metric"
     configs,seeds = list(configs),list(seeds)
     if not configs: raise ValueError("`configs` is empty.")
     if not all(isinstance(c, TrainConfig) for c in configs): raise TypeError("`configs` must be `TrainConfig`s.")
@@ -182,7 +282,13 @@ def compare(configs:list, # `TrainConfig`s (names unique)
         if cfg is not None and s in seeds and (r['desc'] != cfg.desc() or r['epochs'] != epochs or r['metric'] != mname):
             raise ValueError(f"{path} holds a run of {c!r} (seed {s}) with different settings ({r['desc']}, {r['epochs']} epochs, {r['metric']}); "
                              "use another `path` or delete it.")
-    todo = [(s,c) for s in seeds for c in configs if (c.name, s) not in done]
+    todo = [(s,c) for s in seeds for c in configs]
+    if shard is not None:  # shares of the whole list, not of what is pending: processes may start at different times
+        i,n = shard
+        n = check_int(n, 'shard[1]', lo=1); i = check_int(i, 'shard[0]', lo=0, hi=n-1)
+        if path is None: raise ValueError("`shard` needs a `path` that the processes share.")
+        todo = todo[i::n]
+    todo = [(s,c) for s,c in todo if (c.name, s) not in done]
     it = progress_bar(todo, leave=False) if show_progress and todo else todo
     for s,c in it:
         set_seed(s)
@@ -190,13 +296,14 @@ def compare(configs:list, # `TrainConfig`s (names unique)
         set_seed(s)
         model = model_fn()
         cbs = c.make_cbs()
+        keep = _KeepBest(higher_is_better)
         ls = None
         if layer_stats:
             ls = LayerStats(every=1 if layer_stats is True else int(layer_stats), quantiles=())
             cbs.append(ls)
         with tempfile.TemporaryDirectory() as tmp:  # what the fit saves (e.g. snapshots) goes away with the run
             learn = Learner(dls, model, loss_func=loss_func or CrossEntropyLossFlat(), opt_func=c.opt_func, metrics=metric,
-                            wd=c.wd, cbs=cbs, path=tmp)
+                            wd=c.wd, cbs=cbs+[keep], path=tmp)
             set_seed(s)
             t0 = time.perf_counter()
             with learn.no_bar(), learn.no_logging(): c.run_fit(learn, epochs)
@@ -205,16 +312,51 @@ def compare(configs:list, # `TrainConfig`s (names unique)
         hist = [float(v[2]) for v in vals]
         rec = dict(config=c.name, seed=s, desc=c.desc(), epochs=epochs, metric=mname, history=hist,
                    valid_loss=[float(v[1]) for v in vals], final=hist[-1] if hist else float('nan'),
-                   best=(max(hist) if higher_is_better else min(hist)) if hist else float('nan'),
+                   best=keep.best if hist else float('nan'), best_epoch=keep.best_epoch,
                    final_valid_loss=float(vals[-1][1]) if vals else float('nan'), time_s=dt, n_batches=len(dls.train))
         r_df = None
         if ls is not None:
             r_df = learn.layer_stats.groupby(['step','layer'], sort=False)['lr'].first().reset_index()
             rates[(c.name, s)] = r_df
+        if len(dls.loaders) > 2:
+            with learn.no_bar(), learn.no_logging(): rec['test_final'],rec['test_at_best'] = _test_metrics(learn, keep)
         done[(c.name, s)] = rec
         if path is not None: _save(path, rec, r_df)
-    recs = [done[(c.name, s)] for c in configs for s in seeds]
+    if shard is not None: done,rates = _load(path)  # what every process has finished so far
+    recs = [done[(c.name, s)] for c in configs for s in seeds if (c.name, s) in done]
     for r in recs:  # a target given now applies to runs loaded from disk too
         e = _to_target(r['history'], target, higher_is_better)
         r['epochs_to_target'],r['steps_to_target'] = e,(None if e is None else e*r['n_batches'])
     return Comparison(recs, mname, target, {k:v for k,v in rates.items() if k[0] in names and k[1] in seeds}, higher_is_better)
+
+# %% ../nbs/08_compare.ipynb #e05284c1
+def clr_fit(learn:Learner, # The learner to train
+            epochs:int, # Epochs
+            lr:float, # Peak rate
+            n_cycles:int=3, # Cycles over the fit
+            div:float=10.): # The lowest rate is `lr/div`
+    "`fit_clr` with `n_cycles` triangular cycles over the whole fit (a `TrainConfig` `fit` that knows the number of epochs)"
+    learn.fit_clr(epochs, lr, div=div, cycle_epochs=epochs/n_cycles)
+
+_SCHEDULES = {'step': 'fit_step_decay', 'clr': clr_fit, '1cycle': 'fit_one_cycle'}
+def protocol_configs(lr:float, # Peak (or starting) rate of the global schedule, the same for every config
+                     schedule:str='step', # 'step', 'clr', '1cycle' or 'per-group' (see the table above)
+                     n_groups:int=5, # Layer groups by depth
+                     opt_func=partial(SGD, mom=.9), # Optimizer
+                     wd:float=5e-4, # Weight decay
+                    )->list:
+    "The `TrainConfig`s of Smith's protocol for one global schedule: `uniform` first (the baseline of `Comparison.paired`)"
+    check_choice(schedule, 'schedule', ('step', 'clr', '1cycle', 'per-group'))
+    n_groups = check_int(n_groups, 'n_groups', lo=2)
+    kw = dict(lr=lr, opt_func=opt_func, wd=wd)
+    if schedule == 'per-group':
+        cycles = [min(1., 2.**(g-3)) for g in range(n_groups)]
+        return [TrainConfig('uniform', fit='fit_one_cycle', **kw),
+                TrainConfig('cycle lengths', fit='fit', cbs=[CyclicalLLR.triangular(cycles, low=1/25, high=1.)], **kw),
+                TrainConfig('staggered peaks', fit='fit', cbs=[CyclicalLLR.staggered_one_cycle(n_groups, first_peak=.1, last_peak=.5)], **kw)]
+    f = _SCHEDULES[schedule]
+    return [TrainConfig('uniform', fit=f, **kw),
+            TrainConfig('linear 1.5→0.5', fit=f, cbs=[CyclicalLLR.depth_linear(n_groups, 1.5, .5)], **kw),
+            TrainConfig('Smith 3-group', fit=f, cbs=[CyclicalLLR()], **kw),
+            TrainConfig('reversed 0.5→1.5', fit=f, cbs=[CyclicalLLR.depth_linear(n_groups, .5, 1.5)], **kw),
+            TrainConfig('soft freeze', fit=f, cbs=[CyclicalLLR.soft_freeze(n_groups, pct_start=.5)], **kw)]

@@ -12,30 +12,35 @@ from fastai.vision.core import PILImageBW, PILImage
 from fastai.vision.data import ImageBlock
 from fastai.vision.models.xresnet import XResNet, ResBlock
 from fastai.data.transforms import get_image_files, GrandparentSplitter, parent_label
-from .demo import mnist1d_data, mnist1d_dls, cnn1d
+from .demo import mnist1d_data, mnist1d_dls, cnn1d, split_idxs
+from .core import chunk_sizes
+from .checks import check_int, check_choice
 
 # %% auto #0
-__all__ = ['digits_dls', 'mnist_dls', 'cifar10_dls', 'lenet', 'xresnet_small']
+__all__ = ['digits_dls', 'mnist_dls', 'cifar10_dls', 'lenet', 'xresnet_small', 'deep_cnn']
 
 # %% ../nbs/07_data.ipynb #ab5e94ca
-def _tensor_dls(x, y, xv, yv, bs, seed, device):
-    "DataLoaders on in-memory tensors; the training order is fixed by `seed`"
+def _tensor_dls(x, y, splits, bs, seed, device):
+    "DataLoaders on in-memory tensors, one per index tensor of `splits` (the first is shuffled, in an order fixed by `seed`)"
     set_seed(seed)
-    return DataLoaders(DataLoader(list(zip(x, y)), bs=bs, shuffle=True, drop_last=True),
-                       DataLoader(list(zip(xv, yv)), bs=bs*2), device=device)
+    dls = [DataLoader(list(zip(x[i], y[i])), bs=bs if k == 0 else bs*2, shuffle=k == 0, drop_last=k == 0) for k,i in enumerate(splits)]
+    return DataLoaders(*dls, device=device)
 
 def digits_dls(bs:int=64, # Batch size
-               valid_pct:float=.2, # Fraction held out for validation
-               seed:int=42, # Seed of the split and of the training order
-               device=None): # Device of the batches (default: fastai's `default_device()`)
+               valid_pct:float=.2, # Fraction of all images held out for validation
+               seed:int=42, # Seed of the splits and of the training order
+               device=None, # Device of the batches (default: fastai's `default_device()`)
+               test_pct:float=0.): # Fraction of all images held out for a test set (a third loader, `dls[2]`); 0: none
     "scikit-learn's 8×8 digits as `(bs, 1, 8, 8)` images in [0, 1] and integer labels"
     from sklearn.datasets import load_digits
     d = load_digits()
     x,y = torch.tensor(d.images, dtype=torch.float32)[:,None]/16.,torch.tensor(d.target, dtype=torch.long)
+    if not 0 <= test_pct < 1 or not 0 < valid_pct < 1 or valid_pct + test_pct >= 1:
+        raise ValueError(f"`valid_pct` must be in (0, 1), `test_pct` in [0, 1) and their sum below 1, got {valid_pct!r} and {test_pct!r}.")
     idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    nv = int(len(x)*valid_pct)
-    v,t = idx[:nv],idx[nv:]
-    return _tensor_dls(x[t], y[t], x[v], y[v], bs, seed, device)
+    nv,nt = int(len(x)*valid_pct),int(len(x)*test_pct)
+    v,te,t = idx[:nv],idx[nv:nv+nt],idx[nv+nt:]
+    return _tensor_dls(x, y, [t, v] + ([te] if nt else []), bs, seed, device)
 
 # %% ../nbs/07_data.ipynb #0f34354b
 _STATS = {'mnist': ([0.1307], [0.3081]), 'cifar10': ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])}
@@ -47,33 +52,43 @@ def _subset(files, n_per_class, seed):
     for f in files: by.setdefault(f.parent.name, []).append(f)
     return L(f for k in sorted(by) for f in rng.sample(sorted(by[k]), min(n_per_class, len(by[k]))))
 
-def _folder_dls(path, train, valid, img_cls, stats, bs, n_per_class, seed, device):
+class _Consecutive:
+    "A splitter into consecutive runs of the given sizes (picklable, unlike a lambda)"
+    def __init__(self, sizes): self.sizes = sizes
+    def __call__(self, items): return [list(range(a, a+n)) for a,n in zip(np.cumsum([0]+self.sizes[:-1]).tolist(), self.sizes)]
+
+def _folder_dls(path, train, valid, img_cls, stats, bs, n_per_class, seed, device, valid_pct=0.):
+    "Train and test folders of images (`train/<label>/…`, `valid/<label>/…`); with `valid_pct` > 0 a validation split of the training images, the test folder third"
     files = get_image_files(path, folders=[train, valid])
     if not files: raise FileNotFoundError(f"No images under {path}/{train} and {path}/{valid}.")
     tr = _subset(L(f for f in files if f.parent.parent.name == train), n_per_class, seed)
-    items = tr + L(f for f in files if f.parent.parent.name == valid)
-    dblock = DataBlock(blocks=(ImageBlock(img_cls), CategoryBlock), splitter=GrandparentSplitter(train, valid),
+    te = L(f for f in files if f.parent.parent.name == valid)
+    keep,held = split_idxs(len(tr), valid_pct, seed)
+    parts = [tr[keep.tolist()], tr[held.tolist()], te] if len(held) else [tr, te]
+    dblock = DataBlock(blocks=(ImageBlock(img_cls), CategoryBlock), splitter=_Consecutive([len(o) for o in parts]),
                        get_y=parent_label, batch_tfms=Normalize.from_stats(*stats, cuda=False))
     set_seed(seed)
-    return dblock.dataloaders(items, bs=bs, device=device)
+    return dblock.dataloaders(sum(parts, L()), bs=bs, device=device)
 
 def mnist_dls(bs:int=128, # Batch size
               path=None, # A local copy (default: `untar_data(URLs.MNIST)`, which downloads it once)
               n_per_class:int=None, # Keep at most this many training images per class
               seed:int=42, # Seed of the subset and the training order
-              device=None): # Device of the batches (default: fastai's `default_device()`, the GPU if there is one)
+              device=None, # Device of the batches (default: fastai's `default_device()`, the GPU if there is one)
+              valid_pct:float=0.): # 0: the test images are the validation set; > 0: this fraction of the training images is the validation set and the test images a third loader
     "MNIST (28×28 grey images) from fastai's copy, or from `path` in the same layout"
     path = Path(path) if path is not None else untar_data(URLs.MNIST)
-    return _folder_dls(path, 'training', 'testing', PILImageBW, _STATS['mnist'], bs, n_per_class, seed, device)
+    return _folder_dls(path, 'training', 'testing', PILImageBW, _STATS['mnist'], bs, n_per_class, seed, device, valid_pct)
 
 def cifar10_dls(bs:int=128, # Batch size
                 path=None, # A local copy (default: `untar_data(URLs.CIFAR)`, which downloads it once)
                 n_per_class:int=None, # Keep at most this many training images per class
                 seed:int=42, # Seed of the subset and the training order
-                device=None): # Device of the batches (default: fastai's `default_device()`, the GPU if there is one)
+                device=None, # Device of the batches (default: fastai's `default_device()`, the GPU if there is one)
+                valid_pct:float=0.): # 0: the test images are the validation set; > 0: this fraction of the training images is the validation set and the test images a third loader
     "CIFAR-10 (32×32 colour images) from fastai's copy, or from `path` in the same layout"
     path = Path(path) if path is not None else untar_data(URLs.CIFAR)
-    return _folder_dls(path, 'train', 'test', PILImage, _STATS['cifar10'], bs, n_per_class, seed, device)
+    return _folder_dls(path, 'train', 'test', PILImage, _STATS['cifar10'], bs, n_per_class, seed, device, valid_pct)
 
 # %% ../nbs/07_data.ipynb #6a41ec10
 def lenet(n_out:int=10, # Classes
@@ -99,3 +114,44 @@ def xresnet_small(depth:int=18, # 10, 14, 18, 26 or 34 (blocks per stage as in f
     if seed is not None: torch.manual_seed(seed)
     stem = (16, 32, 64)  # fastai's XResNet expects the stem to end at 64 channels (the first block narrows to 64·widen)
     return XResNet(ResBlock, 1, _DEPTHS[depth], c_in=c_in, n_out=n_out, widen=widen, stem_szs=stem, ndim=ndim)
+
+# %% ../nbs/07_data.ipynb #eea7224d
+class _Block(Module):
+    "Two convolutions; with `residual`, plus an `xresnet` shortcut (identity, or average pooling and a 1×1 convolution)"
+    def __init__(self, ni, nf, stride, residual, bn, ndim):
+        norm = NormType.Batch if bn else None
+        self.convs = nn.Sequential(ConvLayer(ni, nf, stride=stride, norm_type=norm, ndim=ndim),
+                                   ConvLayer(nf, nf, act_cls=None, ndim=ndim, norm_type=(NormType.BatchZero if residual else NormType.Batch) if bn else None))
+        if residual and not bn: nn.init.zeros_(self.convs[1][0].weight); nn.init.zeros_(self.convs[1][0].bias)
+        self.residual,self.act = residual,nn.ReLU()
+        if residual:
+            pool = getattr(nn, f'AvgPool{ndim}d')(stride, ceil_mode=True) if stride != 1 else None
+            conv = ConvLayer(ni, nf, ks=1, act_cls=None, norm_type=norm, ndim=ndim) if ni != nf else None
+            self.short = nn.Sequential(*[m for m in (pool, conv) if m is not None])
+    def forward(self, x): return self.act(self.convs(x) + self.short(x) if self.residual else self.convs(x))
+
+def deep_cnn(depth:int=8, # Convolutions on the main path: even, >= 4 (stem of 2, then blocks of 2)
+             residual:bool=False, # Add the shortcuts (the residual twin); False: the plain network
+             bn:bool=True, # Batch norm after every convolution
+             ndim:int=1, # 1 for signals, 2 for images
+             c_in:int=1, # Input channels
+             n_out:int=10, # Classes
+             widths:tuple=(16,32,64), # Channels of each stage (one stage per entry; each after the first halves the resolution)
+             seed:int=None): # Seed of the initial weights (`None`: leave the RNG alone)
+    "A plain deep CNN, or its residual twin with the same convolutions and widths"
+    depth = check_int(depth, 'depth', lo=4)
+    if depth % 2: raise ValueError(f"`depth` counts the convolutions of the stem (2) and of the blocks (2 each): it must be even, got {depth}.")
+    check_choice(ndim, 'ndim', (1, 2))
+    widths = list(widths)
+    if not widths: raise ValueError("`widths` is empty.")
+    n_blocks = (depth-2)//2
+    if n_blocks < len(widths): raise ValueError(f"`depth`={depth} gives {n_blocks} blocks, fewer than the {len(widths)} stages of `widths`.")
+    if seed is not None: torch.manual_seed(seed)
+    norm = NormType.Batch if bn else None
+    layers = [ConvLayer(c_in, widths[0], norm_type=norm, ndim=ndim), ConvLayer(widths[0], widths[0], norm_type=norm, ndim=ndim)]
+    ni = widths[0]
+    for s,(nf,nb) in enumerate(zip(widths, chunk_sizes(n_blocks, len(widths)))):
+        for b in range(nb):
+            layers.append(_Block(ni, nf, 2 if s > 0 and b == 0 else 1, residual, bn, ndim)); ni = nf
+    pool = getattr(nn, f'AdaptiveAvgPool{ndim}d')(1)
+    return nn.Sequential(*layers, pool, Flatten(), nn.Linear(ni, n_out))

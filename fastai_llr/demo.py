@@ -15,7 +15,7 @@ from .core import *
 from .cyclical import *
 
 # %% auto #0
-__all__ = ['mnist1d_data', 'mnist1d_dls', 'cnn1d', 'run_demo', 'main']
+__all__ = ['mnist1d_data', 'split_idxs', 'mnist1d_dls', 'cnn1d', 'run_demo', 'main']
 
 # %% ../nbs/09_demo.ipynb #9b6a2f55
 _mnist1d_cache = {}
@@ -30,17 +30,31 @@ def mnist1d_data(n_samples:int=5000, # Total examples (80% train, 20% test)
         _mnist1d_cache[key] = make_dataset(args)
     return _mnist1d_cache[key]
 
+def split_idxs(n:int, # Number of items
+               pct:float, # Fraction to hold out, in [0, 1)
+               seed:int, # Seed of the draw (a generator of its own: the global RNGs are left alone)
+              )->tuple:
+    "Seeded split of `range(n)` into `(kept, held_out)` index tensors, `int(n*pct)` held out"
+    if not 0 <= pct < 1: raise ValueError(f"A held-out fraction must be in [0, 1), got {pct!r}.")
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    k = int(n*pct)
+    return idx[k:].sort().values,idx[:k].sort().values
+
 def mnist1d_dls(bs:int=128, # Batch size
                 n_samples:int=5000, # Total examples (80% train, 20% test)
-                seed:int=42, # Seed of the dataset
+                seed:int=42, # Seed of the dataset and of the validation split
                 shuffle_seed:int=0, # Seed of the training order
-                device=None): # Device of the batches (default: fastai's `default_device()`)
-    "`DataLoaders` on MNIST-1D: `(bs, 1, 40)` float signals and integer labels; the test split is the validation set"
+                device=None, # Device of the batches (default: fastai's `default_device()`)
+                valid_pct:float=0.): # 0: the test split is the validation set; > 0: validation carved from the training split, test as a third loader
+    "`DataLoaders` on MNIST-1D: `(bs, 1, 40)` float signals and integer labels"
     d = mnist1d_data(n_samples, seed)
     def _ds(x, y): return list(zip(torch.tensor(x, dtype=torch.float32)[:,None], torch.tensor(y, dtype=torch.long)))
+    tr,te = _ds(d['x'], d['y']),_ds(d['x_test'], d['y_test'])
+    keep,held = split_idxs(len(tr), valid_pct, seed)
     set_seed(shuffle_seed)
-    return DataLoaders(DataLoader(_ds(d['x'], d['y']), bs=bs, shuffle=True, drop_last=True),
-                       DataLoader(_ds(d['x_test'], d['y_test']), bs=bs*2), device=device)
+    train = DataLoader([tr[i] for i in keep], bs=bs, shuffle=True, drop_last=True)
+    if not len(held): return DataLoaders(train, DataLoader(te, bs=bs*2), device=device)
+    return DataLoaders(train, DataLoader([tr[i] for i in held], bs=bs*2), DataLoader(te, bs=bs*2), device=device)
 
 # %% ../nbs/09_demo.ipynb #315fbad3
 def cnn1d(n_out:int=10, # Classes
