@@ -66,7 +66,7 @@ class TrainConfig:
         m(epochs, **{key: self.lr}, **self.fit_kwargs)
     def __repr__(self): return f"TrainConfig({self.name!r}: {self.desc()})"
 
-# %% ../nbs/08_compare.ipynb #6c5ccada
+# %% ../nbs/08_compare.ipynb #d724f4f1
 def paired_ci(d, # Paired differences (one per seed)
               level:float=.95, # Confidence level
               method:str='t', # 't' (Student's t-interval) or 'bootstrap' (percentile bootstrap)
@@ -97,7 +97,7 @@ class Comparison:
         records:list, # One dict per run, as `compare` makes them (config, seed, metric history, final, best, time, ...)
         metric:str, # Name of the metric
         target=None, # The metric value the runs were to reach (`None`: no target)
-        rates:dict=None, # Per-layer rates: `{(config, seed): DataFrame}` with columns step, layer, lr (from `layer_stats=True`)
+        rates:dict=None, # Per-layer rates: `{(config, seed): DataFrame}` with columns step, layer, lr (and `eff_q*`, an adaptive optimizer's step-size quantiles) from `layer_stats`
         higher_is_better=True, # Whether larger metric values are better
     ):
         store_attr()
@@ -262,7 +262,7 @@ def compare(configs:list, # `TrainConfig`s (names unique)
             loss_func=None, # Default: `CrossEntropyLossFlat()`
             target:float=None, # Report the epochs and steps each run needed to reach this metric value
             higher_is_better:bool=True, # Whether larger metric values are better (for `best` and the target)
-            layer_stats=False, # Record per-layer rates with `LayerStats` (True, or `every` as an int)
+            layer_stats=False, # Record per-layer rates with `LayerStats`: True, `every` as an int, or a `LayerStats` (copied per run; its step-size quantiles `eff_q*` are kept too)
             path=None, # Folder to save runs to and resume from
             show_progress:bool=True, # Show a progress bar over the runs
             shard:tuple=None, # `(i, n)`: run only the `i`-th of `n` shares of the runs (every `n`-th (seed, config) pair from the `i`-th), for `n` processes writing to the same `path`
@@ -299,7 +299,7 @@ def compare(configs:list, # `TrainConfig`s (names unique)
         keep = _KeepBest(higher_is_better)
         ls = None
         if layer_stats:
-            ls = LayerStats(every=1 if layer_stats is True else int(layer_stats), quantiles=())
+            ls = deepcopy(layer_stats) if isinstance(layer_stats, LayerStats) else LayerStats(every=1 if layer_stats is True else int(layer_stats), quantiles=())
             cbs.append(ls)
         with tempfile.TemporaryDirectory() as tmp:  # what the fit saves (e.g. snapshots) goes away with the run
             learn = Learner(dls, model, loss_func=loss_func or CrossEntropyLossFlat(), opt_func=c.opt_func, metrics=metric,
@@ -316,7 +316,8 @@ def compare(configs:list, # `TrainConfig`s (names unique)
                    final_valid_loss=float(vals[-1][1]) if vals else float('nan'), time_s=dt, n_batches=len(dls.train))
         r_df = None
         if ls is not None:
-            r_df = learn.layer_stats.groupby(['step','layer'], sort=False)['lr'].first().reset_index()
+            df = learn.layer_stats
+            r_df = df[['step','layer','lr'] + [k for k in df.columns if k.startswith('eff_q')]].reset_index(drop=True)
             rates[(c.name, s)] = r_df
         if len(dls.loaders) > 2:
             with learn.no_bar(), learn.no_logging(): rec['test_final'],rec['test_at_best'] = _test_metrics(learn, keep)
@@ -329,7 +330,7 @@ def compare(configs:list, # `TrainConfig`s (names unique)
         r['epochs_to_target'],r['steps_to_target'] = e,(None if e is None else e*r['n_batches'])
     return Comparison(recs, mname, target, {k:v for k,v in rates.items() if k[0] in names and k[1] in seeds}, higher_is_better)
 
-# %% ../nbs/08_compare.ipynb #e05284c1
+# %% ../nbs/08_compare.ipynb #ea9775b3
 def clr_fit(learn:Learner, # The learner to train
             epochs:int, # Epochs
             lr:float, # Peak rate
