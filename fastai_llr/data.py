@@ -115,7 +115,7 @@ def xresnet_small(depth:int=18, # 10, 14, 18, 26 or 34 (blocks per stage as in f
     stem = (16, 32, 64)  # fastai's XResNet expects the stem to end at 64 channels (the first block narrows to 64·widen)
     return XResNet(ResBlock, 1, _DEPTHS[depth], c_in=c_in, n_out=n_out, widen=widen, stem_szs=stem, ndim=ndim)
 
-# %% ../nbs/07_data.ipynb #eea7224d
+# %% ../nbs/07_data.ipynb #74b9de1f
 class _Block(Module):
     "Two convolutions; with `residual`, plus an `xresnet` shortcut (identity, or average pooling and a 1×1 convolution)"
     def __init__(self, ni, nf, stride, residual, bn, ndim):
