@@ -8,7 +8,10 @@ Docs: https://fastai-llr.github.io/fastai_llr/all.html.md"""
 __all__ = []
 
 # %% ../nbs/99_all.ipynb #352552ca
-from fastai.basics import *
+import warnings
+with warnings.catch_warnings():  # torch deprecates the `torch.jit.script` some fastai layers use: not this package's notice to print
+    warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
+    from fastai.basics import *
 from fastai.callback.schedule import *
 from .checks import *
 from .core import *
@@ -21,4 +24,5 @@ from .integration import *
 from .data import *
 from .compare import *
 from .demo import *
+from .experiment import *
 __all__ = [o for o in dir() if not o.startswith('_')] # re-export everything imported above

@@ -114,7 +114,11 @@ def main(argv=None, # Command-line arguments, e.g. `['demo', '--epochs', '2']` (
     d.add_argument('--out', default='demo_out', help="folder for the plot (layer_lrs.png) and the table (results.csv) (default: demo_out)")
     d.add_argument('--seed', type=int, default=0, help='seed of the data split, the initial weights and the data order (default: 0)')
     d.add_argument('--bs', type=int, default=128, help='batch size (default: 128)')
+    from fastai_llr.experiment import add_experiment_args, run_from_args  # here, not at the top: `fastai_llr.data`, which it uses, imports this module
+    e = add_experiment_args(sub.add_parser('experiment',
+        help="Smith's layer-rate protocol on CIFAR-10 (or MNIST-1D): every policy, schedule, network and seed; resumable; writes a report"))
     a = p.parse_args(argv)
     if a.cmd == 'demo':
         if a.epochs < 1: p.error('--epochs must be at least 1')
         run_demo(a.epochs, a.lr, a.out, a.seed, a.bs)
+    elif a.cmd == 'experiment': run_from_args(e, a)

@@ -185,7 +185,7 @@ def lr_find_repeated(self:Learner,
     opt_sd = deepcopy(self.opt.state_dict()) if had_opt else None
     raw,lrs = [],None
     try:
-        for r in progress_bar(range(n_runs), leave=False):
+        for r in (progress_bar(range(n_runs), leave=False) if hasattr(self, 'progress') else range(n_runs)):  # no bar under `learn.no_bar()`
             if reinit: _reinit(self.model, seed+r)
             else: self.model.load_state_dict(w0)
             set_rng_state(rng); torch.manual_seed(seed+r); random.seed(seed+r); np.random.seed(seed+r)

@@ -31,14 +31,15 @@ BUILD = ROOT/'_docs_src'  # Markdown and mkdocs.yml (generated, git-ignored)
 LIB = 'fastai_llr'
 
 # The site's navigation: notebook stems by section, with the title each has in the sidebar
-TUTORIALS = [('Do cyclical layer rates help?', '10_tutorial_layer_rates'), ('Gradient clipping at high rates', '11_tutorial_clipping'),
-             ('1cycle vs step decay', '12_tutorial_superconvergence'), ('The demo: uniform vs cyclical layer rates', '09_demo')]
+TUTORIALS = [("Do layer rates help? Smith's protocol", '10_tutorial_layer_rates'), ('Gradient clipping at high rates', '11_tutorial_clipping'),
+             ('1cycle vs step decay', '12_tutorial_superconvergence'), ('Experiments on CIFAR-10: the whole protocol', '13_experiment'),
+             ('The demo: uniform vs cyclical layer rates', '09_demo')]
 GUIDES = [('Layer schedules', '01_cyclical'), ('Adaptive rates: LARS, LARC, MADLR', '02_adaptive'),
           ('Clipping and layer statistics', '03_stats'), ('Schedules of the literature', '04_schedules'),
           ('The range test', '05_lr_find'), ('Experiments: comparing setups', '08_compare'),
           ('Experiments: datasets and models', '07_data'), ('Distributed, GPU and the fastai lifecycle', '06_integration'),
           ('How it works; write your own policy', '00_core')]
-API_MODULES = ['core', 'cyclical', 'adaptive', 'stats', 'schedules', 'lr_find', 'integration', 'data', 'compare', 'demo', 'checks']
+API_MODULES = ['core', 'cyclical', 'adaptive', 'stats', 'schedules', 'lr_find', 'integration', 'data', 'compare', 'experiment', 'demo', 'checks']
 SKIP = {'99_all', '00_checks'}  # no guide page: `fastai_llr.all` only re-exports; the checks have their API page only
 
 # PyTorch names the docs mention, linked to PyTorch's documentation (nbdev's lookup covers fastai's names)
