@@ -23,7 +23,7 @@ The site is rendered by MkDocs with the Material theme (search included, fonts f
 """
 import base64, html, importlib, inspect, json, logging, os, re, shutil, sys, time, warnings
 from pathlib import Path
-import nbformat, yaml
+import yaml
 warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)  # torch, on importing fastai
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,16 +61,41 @@ TORCH_LINKS = {
 
 FASTAI_ALIASES = {n: f'Learner.{n}' for n in ('fit', 'fit_one_cycle', 'fit_flat_cos', 'fit_sgdr', 'fine_tune', 'lr_find')}
 
-def proc_notebooks():
-    "Run nbdev's processors over nbs/ into _proc/; return {notebook stem: processed notebook}, each read once"
+def _proc_cache()->str:
+    "Run nbdev's processors over nbs/ into _proc/; the folder"
     from nbdev.serve import proc_nbs
     from nbdev.quarto import refresh_quarto_yml
     from fastcore.xtras import working_directory
     with working_directory(ROOT):
         refresh_quarto_yml()  # nbdev's own Quarto config, as `nbdev-docs` makes it (git-ignored)
-        cache = Path(proc_nbs(n_workers=0, force=True))
-    from nbformat.v4.rwbase import rejoin_lines  # what `nbformat.read` does, without its slow validation of nbdev's own output
-    return {p.stem: rejoin_lines(nbformat.from_dict(json.loads(p.read_text()))) for p in sorted(cache.glob('*.ipynb'))}
+        return str(proc_nbs(n_workers=0, force=True))
+
+class _Node(dict):
+    "A notebook's dict with attribute access, as `nbformat.from_dict` gives (nbformat itself takes 2-3 s to import)"
+    def __getattr__(self, k):
+        try: return self[k]
+        except KeyError: raise AttributeError(k) from None
+    def __setattr__(self, k, v): self[k] = v
+
+def _node(o): return _Node({k: _node(v) for k,v in o.items()}) if isinstance(o, dict) else [_node(v) for v in o] if isinstance(o, list) else o
+
+def _joined(nb):
+    "Multi-line strings stored as lists of lines joined, as `nbformat.read` does"
+    for c in nb.cells:
+        if isinstance(c.get('source'), list): c.source = ''.join(c.source)
+        for out in c.get('outputs', []):
+            if isinstance(out.get('text'), list): out.text = ''.join(out.text)
+            for k,v in out.get('data', {}).items():
+                if isinstance(v, list) and not k.endswith('json'): out.data[k] = ''.join(v)
+    return nb
+
+def _read_procd(cache):
+    "{notebook stem: processed notebook}, each read once (without nbformat's slow validation of nbdev's own output)"
+    return {p.stem: _joined(_node(json.loads(p.read_text()))) for p in sorted(Path(cache).glob('*.ipynb'))}
+
+def proc_notebooks():
+    "Run nbdev's processors over nbs/ into _proc/; return {notebook stem: processed notebook}"
+    return _read_procd(_proc_cache())
 
 def _directives(src):
     "nbdev/Quarto cell options: `#| echo: false` -> {'echo': 'false'}, `#| hide cuda` -> {'hide': '', 'cuda': ''}"
@@ -466,11 +491,12 @@ def site(out=None):
     "Build the static site into `out` (default: nbdev's doc_path, `_docs/`)"
     t0,cfg = time.time(),_config()
     out = Path(out or cfg.doc_path)
-    from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(1) as ex:  # import fastai and the package (10 s on a slow machine) while nbdev's worker processes run
-        fut = ex.submit(APIRenderer, cfg.git_url, cfg.get('branch', 'main'))
-        procd = proc_notebooks()
-        render = fut.result()
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(1, mp_context=mp.get_context('fork')) as ex:  # nbdev's processors in another process (another core, no shared GIL)
+        fut = ex.submit(_proc_cache)                                        # while this one imports fastai and the package (10 s)
+        render = APIRenderer(cfg.git_url, cfg.get('branch', 'main'))
+        procd = _read_procd(fut.result())
     if BUILD.exists(): shutil.rmtree(BUILD)
     docs = BUILD/'docs'; docs.mkdir(parents=True)
     pages,api = _page_names(procd)
