@@ -227,15 +227,15 @@ def _save(path, rec, rates):
     with open(path/'runs.jsonl', 'a') as f: f.write(json.dumps(rec) + '\n')
 
 class _KeepBest(Callback):
-    "Keep a host copy of the weights at the epoch with the best validation metric so far (the first of ties); once per epoch"
+    "The epoch with the best validation metric so far (the first of ties) and, with `keep_weights`, a host copy of its weights; once per epoch"
     order = Recorder.order+1  # after the Recorder has appended the epoch's metrics
-    def __init__(self, higher:bool): self.higher = higher
+    def __init__(self, higher:bool, keep_weights:bool=True): self.higher,self.keep_weights = higher,keep_weights
     def before_fit(self): self.best,self.best_epoch,self.state = None,None,None
     def after_epoch(self):
         v = float(self.learn.recorder.values[-1][2])
         if self.best is None or (v > self.best if self.higher else v < self.best):
             self.best,self.best_epoch = v,self.learn.epoch+1
-            self.state = {k: t.detach().to('cpu', copy=True) for k,t in self.learn.model.state_dict().items()}
+            if self.keep_weights: self.state = {k: t.detach().to('cpu', copy=True) for k,t in self.learn.model.state_dict().items()}
 
 def _test_metrics(learn, keep):
     "The test metric (the third loader) at the end of training, then at the selected epoch (the weights `keep` holds)"
@@ -296,7 +296,7 @@ def compare(configs:list, # `TrainConfig`s (names unique)
         set_seed(s)
         model = model_fn()
         cbs = c.make_cbs()
-        keep = _KeepBest(higher_is_better)
+        keep = _KeepBest(higher_is_better, keep_weights=len(dls.loaders) > 2)  # the weights only serve the test evaluation
         ls = None
         if layer_stats:
             ls = deepcopy(layer_stats) if isinstance(layer_stats, LayerStats) else LayerStats(every=1 if layer_stats is True else int(layer_stats), quantiles=())
