@@ -189,12 +189,12 @@ def hyper_dicts(opt # A fastai `Optimizer` or `OptimWrapper`
     "The dicts holding each parameter group's hyper-parameters: a fastai `Optimizer`'s `hypers` (`lr`, `wd`, `sqr_mom`...), a torch optimizer's `param_groups` (`lr`, `weight_decay`, `betas`...)"
     return opt.opt.param_groups if _opt_kind(opt)=='torch' else opt.hypers
 
-def to_device(vals, # Host values (numbers or bools)
+def to_device(vals, # Host values (numbers or bools), or a CPU tensor
               device:torch.device, # Where the tensor goes
               dtype=None, # The tensor's `torch.dtype` (default: inferred from `vals`)
              )->Tensor:
-    "The package's one host→device transfer: a small tensor from host values, pinned and non-blocking on CUDA. Called once per set of tensors, never per step"
-    t = torch.tensor(vals, dtype=dtype)
+    "The package's one host→device transfer: a small tensor from host values, pinned and non-blocking on CUDA. Called once per set of tensors (or per epoch), never per step"
+    t = vals.to(dtype or vals.dtype) if isinstance(vals, Tensor) else torch.tensor(vals, dtype=dtype)
     return t if device.type=='cpu' else t.pin_memory().to(device, non_blocking=True)
 
 # %% ../nbs/00_core.ipynb #beecb170

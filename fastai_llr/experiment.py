@@ -16,12 +16,13 @@ from matplotlib.figure import Figure
 from PIL import Image
 from .checks import check_int, check_real, check_choice
 from .compare import compare, protocol_configs, _load
+from .core import to_device
 from fastprogress.fastprogress import progress_bar
 from .data import deep_cnn, _STATS
 from .demo import mnist1d_data
 
 # %% auto #0
-__all__ = ['cifar10_arrays', 'split_indices', 'crop_flip', 'random_crop_flip', 'TensorLoader', 'experiment_dls',
+__all__ = ['cifar10_arrays', 'split_indices', 'crop_flip', 'draw_crop_flip', 'random_crop_flip', 'TensorLoader', 'experiment_dls',
            'experiment_models', 'peak_rate', 'run_experiment', 'add_experiment_args', 'run_from_args', 'cli']
 
 # %% ../nbs/13_experiment.ipynb #9136b0ba
@@ -87,28 +88,35 @@ def split_indices(y, # Integer labels of the training images
 
 # %% ../nbs/13_experiment.ipynb #6c10879e
 def crop_flip(x:Tensor, # Images `(B, C, H, W)`, any dtype, on any device
-              oy:Tensor, # Top offset of each crop in the padded images, in `[0, 2*pad]`: `(B,)` integers
-              ox:Tensor, # Left offset of each crop, in `[0, 2*pad]`: `(B,)` integers
-              flip:Tensor, # Which crops to flip left-right: `(B,)` bools
+              oy:Tensor, # Top offset of each crop in the padded images, in `[0, 2*pad]`: `(B,)` integers on the device of `x`
+              ox:Tensor, # Left offset of each crop, in `[0, 2*pad]`: `(B,)` integers on the device of `x`
+              flip:Tensor, # Which crops to flip left-right: `(B,)` bools on the device of `x`
               pad:int=4, # Zero pixels added on every side before cropping
              )->Tensor: # `(B, C, H, W)`, the dtype and device of `x`
     "Crop every image of a zero-padded batch at its own offset and flip the chosen ones, in one gather"
     B,C,H,W = x.shape
     xp = F.pad(x, (pad, pad, pad, pad))
     hs,ws = torch.arange(H, device=x.device),torch.arange(W, device=x.device)
-    rows = oy.to(x.device)[:,None] + hs
-    cols = ox.to(x.device)[:,None] + torch.where(flip.to(x.device)[:,None], ws.flip(0), ws)
+    rows = oy[:,None] + hs
+    cols = ox[:,None] + torch.where(flip[:,None], ws.flip(0), ws)
     b,c = torch.arange(B, device=x.device),torch.arange(C, device=x.device)
     return xp[b[:,None,None,None], c[None,:,None,None], rows[:,None,:,None], cols[:,None,None,:]]
+
+def draw_crop_flip(n:int, # Images
+                   pad:int=4, # Zero pixels added on every side before cropping
+                   generator=None, # A CPU `torch.Generator` (`None`: torch's global one)
+                  )->Tensor: # `(3, n)` integers on the CPU: top offsets, left offsets, flips (0 or 1)
+    "Random crop offsets in `[0, 2*pad]` and horizontal flips (probability 1/2) for `n` images, drawn on the host"
+    oy,ox = torch.randint(0, 2*pad+1, (2, n), generator=generator)
+    return torch.stack([oy, ox, (torch.rand(n, generator=generator) < .5).long()])
 
 def random_crop_flip(x:Tensor, # Images `(B, C, H, W)`
                      pad:int=4, # Zero pixels added on every side before cropping
                      generator=None, # A CPU `torch.Generator` (`None`: torch's global one)
                     )->Tensor:
-    "Random crops of the zero-padded images and random horizontal flips (probability 1/2), drawn on the CPU and applied on the device of `x`"
-    B = len(x)
-    oy,ox = torch.randint(0, 2*pad+1, (2, B), generator=generator)
-    return crop_flip(x, oy, ox, torch.rand(B, generator=generator) < .5, pad)
+    "Random crops of the zero-padded images and random horizontal flips, drawn on the CPU (`draw_crop_flip`), moved in one transfer and applied on the device of `x`"
+    oy,ox,flip = to_device(draw_crop_flip(len(x), pad, generator), x.device)
+    return crop_flip(x, oy, ox, flip.bool(), pad)
 
 # %% ../nbs/13_experiment.ipynb #86c1d143
 class TensorLoader:
@@ -118,7 +126,7 @@ class TensorLoader:
                  bs:int=128, # Batch size
                  shuffle:bool=False, # A new random order every epoch
                  drop_last:bool=False, # Drop the last, incomplete batch
-                 tfm=None, # `tfm(xb, generator) -> xb`, applied to every batch on its device (e.g. conversion and augmentation)
+                 tfm=None, # `tfm(xb, p) -> xb` on the batch's device; `p`: the batch's columns of `tfm.draw(n, generator)`, the epoch's random parameters (`None` if `tfm` has no `draw`)
                  seed:int=0, # Seed of the loader's generator (order and `tfm`'s draws)
                  device=None): # Where the tensors are kept and the batches made (default: where `x` is)
         if len(x) != len(y): raise ValueError(f"`x` and `y` differ in length: {len(x)} and {len(y)}.")
@@ -137,26 +145,35 @@ class TensorLoader:
     def n(self)->int: return len(self.x)
     def __len__(self): return self.n//self.bs if self.drop_last else -(-self.n//self.bs)
     def __iter__(self):
-        idx = (torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)).to(self.device)
+        "An epoch: its order and its transform's parameters drawn on the host, then moved to the device in one transfer"
+        draw = getattr(self.tfm, 'draw', None)
+        idx = torch.randperm(self.n, generator=self.generator) if self.shuffle else None
+        p = draw(self.n, self.generator) if draw is not None else None
+        if idx is None and p is None: idx = torch.arange(self.n, device=self.device)
+        else:
+            if idx is None: idx = torch.arange(self.n)
+            idx = to_device(idx[None] if p is None else torch.cat([idx[None], p.long()]), self.device)
+            idx,p = idx[0],(None if p is None else idx[1:])
         for i in range(len(self)):
-            b = idx[i*self.bs:(i+1)*self.bs]
-            xb = self.x[b]
-            yield (xb if self.tfm is None else self.tfm(xb, self.generator)),self.y[b]
+            sl = slice(i*self.bs, (i+1)*self.bs)
+            b = idx[sl]
+            yield (self.x[b] if self.tfm is None else self.tfm(self.x[b], None if p is None else p[:, sl])),self.y[b]
     def one_batch(self):
         "The first batch (advances the generator, as an epoch does)"
         return next(iter(self))
 
 # %% ../nbs/13_experiment.ipynb #d9c2cfad
 class _Prep:
-    "Per batch, on its device: random crop and flip (if `augment`), uint8 to float in [0, 1], normalisation with `stats`"
+    "Per batch, on its device: random crop and flip (if `augment`, drawn per epoch by `draw`), uint8 to float in [0, 1], normalisation with `stats`"
     def __init__(self, stats=None, augment=False): self.stats,self.augment,self._st = stats,augment,{}
+    def draw(self, n, generator): return draw_crop_flip(n, 4, generator) if self.augment else None
     def _mean_std(self, x):
         if x.device not in self._st:
             shape = (1, -1) + (1,)*(x.ndim-2)
-            self._st[x.device] = tuple(torch.tensor(v, dtype=torch.float32).view(shape).to(x.device) for v in self.stats)
+            self._st[x.device] = tuple(to_device(v, x.device, torch.float32).view(shape) for v in self.stats)
         return self._st[x.device]
-    def __call__(self, xb, generator):
-        if self.augment: xb = random_crop_flip(xb, 4, generator)
+    def __call__(self, xb, p):
+        if p is not None: xb = crop_flip(xb, p[0], p[1], p[2].bool(), 4)
         if xb.dtype == torch.uint8: xb = xb.float()/255
         if self.stats is None: return xb
         m,s = self._mean_std(xb)
