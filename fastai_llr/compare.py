@@ -131,16 +131,18 @@ class Comparison:
                n_boot:int=10_000, # Bootstrap resamples
               )->pd.DataFrame:
         "Per config: the mean of its paired differences from `baseline` (same seed: same initial weights and data order), their confidence interval, how many seeds improved, and what the interval shows"
+        return self._table(self._diffs(baseline, on)[1], level, method, n_boot)
+    def _diffs(self, baseline, on):
+        "`(on, {config: its differences from baseline, seed by seed})`, both arguments checked"
         if baseline not in self.configs: raise ValueError(f"`baseline` must be one of the configs {self.configs}, got {baseline!r}.")
         on = on or ('test_at_best' if self.has_test else 'best')
-        df = self.runs
-        if on not in df.columns: raise ValueError(f"`on` must be a column of `runs`, got {on!r}.")
-        wide = df.pivot(index='seed', columns='config', values=on)
-        sign = 1 if self.higher_is_better else -1
-        rows = {}
-        for c in self.configs:
-            if c == baseline: continue
-            d = (wide[c] - wide[baseline]).dropna().values
+        if on not in self.runs.columns: raise ValueError(f"`on` must be a column of `runs`, got {on!r}.")
+        wide = self.runs.pivot(index='seed', columns='config', values=on)
+        return on,{c: (wide[c] - wide[baseline]).dropna().values for c in self.configs if c != baseline}
+    def _table(self, diffs, level, method, n_boot=10_000):
+        "The rows of `paired` from the differences of `_diffs`"
+        sign,rows = (1 if self.higher_is_better else -1),{}
+        for c,d in diffs.items():
             m,lo,hi = paired_ci(d, level, method, n_boot)
             better,worse = (lo > 0, hi < 0) if sign > 0 else (hi < 0, lo > 0)
             rows[c] = dict(n=len(d), diff=m, ci_low=lo, ci_high=hi, improved=f"{int((sign*d > 0).sum())}/{len(d)}",
@@ -156,14 +158,12 @@ class Comparison:
                     title:str=None, # Title of the axes
                    ):
         "Paired differences from `baseline`: one dot per seed, the mean with its confidence interval; a zero line"
-        on = on or ('test_at_best' if self.has_test else 'best')
-        tab = self.paired(baseline, on, level, method)
-        wide = self.runs.pivot(index='seed', columns='config', values=on)
+        on,diffs = self._diffs(baseline, on)
+        tab = self._table(diffs, level, method)
         if ax is None: _,ax = plt.subplots(figsize=figsize or (7, 1 + .45*len(tab)))
         cols = {'better': 'C2', 'worse': 'C3', 'no difference shown': 'C0'}
         for i,(c,r) in enumerate(tab.iterrows()):
-            y = len(tab)-1-i
-            d = (wide[c] - wide[baseline]).dropna().values
+            y,d = len(tab)-1-i,diffs[c]
             ax.plot(d, np.full(len(d), y) + np.linspace(-.12, .12, len(d)), 'o', ms=3, color='grey', alpha=.6)
             ax.errorbar(r['diff'], y, xerr=[[r['diff']-r['ci_low']], [r['ci_high']-r['diff']]], fmt='s', color=cols[r['verdict']], capsize=3)
         ax.axvline(0, color='k', lw=.8)
@@ -347,7 +347,7 @@ def protocol_configs(lr:float, # Peak (or starting) rate of the global schedule,
                      wd:float=5e-4, # Weight decay
                     )->list:
     "The `TrainConfig`s of Smith's protocol for one global schedule: `uniform` first (the baseline of `Comparison.paired`)"
-    check_choice(schedule, 'schedule', ('step', 'clr', '1cycle', 'per-group'))
+    check_choice(schedule, 'schedule', (*_SCHEDULES, 'per-group'))
     n_groups = check_int(n_groups, 'n_groups', lo=2)
     kw = dict(lr=lr, opt_func=opt_func, wd=wd)
     if schedule == 'per-group':

@@ -15,7 +15,7 @@ from fastai.callback.schedule import *
 from matplotlib.figure import Figure
 from PIL import Image
 from .checks import check_int, check_real, check_choice
-from .compare import compare, protocol_configs, _load
+from .compare import compare, protocol_configs, _load, _SCHEDULES as _FITS
 from .core import to_device
 from fastprogress.fastprogress import progress_bar
 from .data import deep_cnn, _STATS
@@ -239,7 +239,7 @@ def peak_rate(model_fn, # `model_fn()` -> a fresh model
     return float(s[0])
 
 # %% ../nbs/13_experiment.ipynb #c7337d60
-_SCHEDULES = ('step', 'clr', '1cycle')
+_SCHEDULES = tuple(_FITS)  # the global schedules `protocol_configs` knows: 'step', 'clr', '1cycle'
 _SCHED_DESC = {'step': 'step decay (`fit_step_decay`: ×0.1 at 50%, 75% and 90% of training)',
                'clr': 'cyclical rates (`fit_clr`)', '1cycle': '1cycle (`fit_one_cycle`)'}
 _WAIT_S = 3*3600  # how long a process waits for rank 0 to decode the data or run the range tests
