@@ -10,7 +10,6 @@ import random
 from fastai.basics import *
 from fastai.vision.core import PILImageBW, PILImage
 from fastai.vision.data import ImageBlock
-from fastai.vision.models.xresnet import XResNet, ResBlock
 from fastai.data.transforms import get_image_files, GrandparentSplitter, parent_label
 from .demo import mnist1d_data, mnist1d_dls, cnn1d, split_idxs
 from .core import chunk_sizes
@@ -112,6 +111,7 @@ def xresnet_small(depth:int=18, # 10, 14, 18, 26 or 34 (blocks per stage as in f
     "A small fastai `XResNet` of the given depth, with a narrow stem"
     if depth not in _DEPTHS: raise ValueError(f"`depth` must be one of {sorted(_DEPTHS)}, got {depth!r}.")
     if seed is not None: torch.manual_seed(seed)
+    from fastai.vision.models.xresnet import XResNet, ResBlock  # here, not at the top: it imports torchvision (3 s), which nothing else needs
     stem = (16, 32, 64)  # fastai's XResNet expects the stem to end at 64 channels (the first block narrows to 64·widen)
     return XResNet(ResBlock, 1, _DEPTHS[depth], c_in=c_in, n_out=n_out, widen=widen, stem_szs=stem, ndim=ndim)
 
