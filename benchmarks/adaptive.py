@@ -74,7 +74,7 @@ def interleave(configs, data, model_fn, rounds, ev, lr):
 def _none(): return []
 
 def mechanism_cost(configs, data, model_fn, lr, n=200, blocks=10):
-    """Host time of the layer-rate mechanism alone (`LayerRates._step` with a no-op optimizer step),
+    """Host time of the layer-rate mechanism alone (`learn.layer_rates.pipe` with a no-op optimizer step),
     in a tight loop on one batch's gradients. Returns name -> median µs per step (0 without policies)."""
     res = {}
     for k,(of,cf) in configs.items():

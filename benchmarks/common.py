@@ -11,7 +11,7 @@ def run_cli(main, rounds=15, batches=30):
 
 
 def mechanism_time(learn, pols, n=200, blocks=10, pct=.5):
-    """Host time (µs per step, median over `blocks`) of the layer-rate mechanism alone: `LayerRates._step` with an
+    """Host time (µs per step, median over `blocks`) of the layer-rate mechanism alone: `StepPipeline`, `learn.layer_rates.pipe` with an
     optimizer step that does nothing, on one batch's gradients. `pols` are fresh policies; `learn` has trained before."""
     import statistics, time
     from fastai.basics import CrossEntropyLossFlat
@@ -20,16 +20,16 @@ def mechanism_time(learn, pols, n=200, blocks=10, pct=.5):
         xb,yb = learn.dls.one_batch(); learn.loss_func(learn.model(xb), yb).backward()
         mech = learn.layer_rates
         learn.train_iter,learn.pct_train = 0,pct
-        mech._start()
+        mech.start()
         noop = lambda: None
-        def one(): mech._step(noop); learn.train_iter += 1
+        def one(): mech.pipe(noop, pct, learn.train_iter); learn.train_iter += 1
         for _ in range(20): one()
         ts = []
         for _ in range(blocks):
             t0 = time.perf_counter()
             for _ in range(n//blocks): one()
             ts.append((time.perf_counter()-t0)/(n//blocks))
-        mech._finish()
+        mech.finish()
         return 1e6*statistics.median(ts)
     finally:
         learn.remove_cbs(pols); learn.opt.zero_grad()

@@ -1,6 +1,6 @@
 """Host memory of long runs: `LayerStats` and a policy's per-step history with the record's bound, without it, and streamed to files.
 
-A synthetic long run drives the real logging path — the layer-rate mechanism's step (`LayerRates._step`, statistics,
+A synthetic long run drives the real logging path — the layer-rate mechanism's step (`StepPipeline`, `learn.layer_rates.pipe`, statistics,
 `LayerStats.observe`, `LARC`'s factors, the record) with an optimizer step that does nothing — for `--steps` steps of
 `--epoch` steps each, on a 161-tensor MLP (ResNet-50 has 161 parameter tensors). Three configurations:
 - `unbounded`: `Record.max_bytes = None`, every row kept;
@@ -33,7 +33,7 @@ def rss_mib():
 
 def held_bytes(rec):
     "Bytes of the arrays a record holds on the host"
-    return sum(c[1].nbytes for chunks in rec._host.values() for c in chunks)
+    return rec.nbytes
 
 def run(n_steps, epoch, max_bytes, path=None):
     "One synthetic run; returns its measurements"
@@ -47,15 +47,15 @@ def run(n_steps, epoch, max_bytes, path=None):
     learn.train_iter,learn.pct_train,learn.epoch = 0,0.,0
     gc.collect(); r0 = rss_mib(); tracemalloc.start(); t0 = time.perf_counter()
     try:
-        mech._start()
+        mech.start()
         for i in range(n_steps):
-            mech._step(lambda: None); learn.train_iter += 1
+            mech.pipe(lambda: None, 0., learn.train_iter); learn.train_iter += 1
             if (i+1) % epoch == 0: mech.out.flush(); stats.after_epoch(); learn.epoch += 1
         held = held_bytes(mech.out)
         _,peak = tracemalloc.get_traced_memory()
         rows,stride,rss = len(stats.logged_steps('row')),mech.out.stride[(0, 'row')] or 1,rss_mib()-r0
         dt = time.perf_counter()-t0
-        mech._finish()
+        mech.finish()
     finally: Record.max_bytes = old; tracemalloc.stop()
     return dict(held_mib=held/2**20, peak_mib=peak/2**20, rss_mib=rss, rows_in_memory=rows, stride=stride,
                 df_rows=len(stats.df), s=dt)

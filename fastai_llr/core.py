@@ -7,6 +7,8 @@ Docs: https://fastai-llr.github.io/fastai_llr/core.html.md"""
 # %% ../nbs/00_core.ipynb #9620fcba
 from __future__ import annotations
 import math, fnmatch, random
+from contextlib import contextmanager
+from functools import cached_property
 from collections import Counter
 from fastai.basics import *
 from fastai.callback.fp16 import MixedPrecision
@@ -16,9 +18,10 @@ from .checks import *
 
 # %% auto #0
 __all__ = ['LLR_ORDER', 'layer_modules', 'chunk_sizes', 'LayerGroups', 'group_label', 'depth_groups', 'opt_groups',
-           'resolve_groups', 'synth_dls', 'synth_model', 'synth_learner', 'is_adaptive', 'opt_state', 'hyper_dicts',
-           'to_device', 'rng_state', 'set_rng_state', 'TensorMeta', 'StepStats', 'Record', 'update_rule',
-           'LayerRatePolicy', 'LayerRates', 'is_1d', 'TensorPolicy', 'FactorPolicy']
+           'resolve_groups', 'synth_dls', 'synth_model', 'synth_learner', 'OptAdapter', 'FastaiOpt', 'TorchOpt',
+           'opt_adapter', 'is_adaptive', 'opt_state', 'hyper_dicts', 'update_rule', 'to_device', 'rng_state',
+           'set_rng_state', 'TensorMeta', 'StepStats', 'Record', 'step_norms', 'in_range_test', 'LayerRatePolicy',
+           'SlotMap', 'StepPipeline', 'LayerRates', 'is_1d', 'TensorPolicy', 'FactorPolicy']
 
 # %% ../nbs/00_core.ipynb #9cc2d546
 def _unwrap(model:nn.Module)->nn.Module:
@@ -154,40 +157,122 @@ def synth_learner(n_layers:int=6, # Number of linear layers of the model
 LLR_ORDER = MixedPrecision.order+2 # after GradientAccumulation (6), MixedPrecision (10) and DistributedTrainer (11), before ParamScheduler (60)
 
 # %% ../nbs/00_core.ipynb #6cc7d7d0
-def _check_mults(ms, who):
-    "Host-side check of a policy's multipliers (plain Python numbers, no device sync)"
-    for g,m in enumerate(ms):
-        if not (m >= 0 and m < math.inf): raise ValueError(
-            f"{who} gave the multiplier {m!r} for layer group {g}; multipliers must be finite and >= 0.")
-    return ms
+def _fn_name(f): return getattr(f, '__name__', None) or getattr(getattr(f, 'func', None), '__name__', '')
 
-def _opt_kind(opt):
-    "'fastai' for a fastai `Optimizer` owning its groups, 'torch' for an `OptimWrapper`, else `None` (e.g. `Lookahead`, which forwards to an inner optimizer)"
-    if isinstance(opt, OptimWrapper): return 'torch'
-    if isinstance(opt, Optimizer) and {'param_lists','hypers'} <= set(vars(opt)): return 'fastai'
-    return None
+class OptAdapter:
+    "What the mechanism needs of one optimizer family, decided once per fit: each group's rate and weight decay, set per slot for one step and put back, and how the step reads from the optimizer's state"
+    wd_key,can_split,adaptive,rule,decoupled = 'wd',False,False,None,False
+    v_rule = ('sqr_avg', False, False) # The second moment's state key, whether it is bias-corrected, whether the rate decays as Adagrad's
+    def __init__(self, opt): self.opt,self.slot_group,self.slot_params = opt,None,None # `opt`: the optimizer that takes the step
+    hypers = property(lambda self: self.opt.hypers, doc="The dict of each parameter group's hyper-parameters")
+    state = property(lambda self: self.opt.state, doc="Parameter -> its state dict")
+    def bind(self, slot_group:list, slot_params:list):
+        "The fit's slots: the optimizer group and the parameters of each"
+        if len(slot_group) != len(self.hypers) and not self.can_split: raise TypeError(
+            f"{type(self.opt).__name__} cannot have its parameter groups split by layer; use a splitter giving "
+            f"one parameter group per layer group, or a fastai `Optimizer` / `OptimWrapper`.")
+        self.slot_group,self.slot_params = slot_group,slot_params
+    def rates(self)->tuple:
+        "The rate and the weight decay of each optimizer group now (host numbers)"
+        hs = self.hypers
+        return [h['lr'] for h in hs],[h.get(self.wd_key, 0.) for h in hs]
+    @contextmanager
+    def override(self, lrs:list, zero_wd:bool=False):
+        "For the step inside: each slot at its rate `lrs` (and weight decay 0 if `zero_wd`); put back in a `finally`"
+        saved = self.set_step(lrs, zero_wd)
+        try: yield
+        finally: self.restore(saved)
+    def set_step(self, lrs:list, zero_wd:bool):
+        "Each slot at its rate `lrs` (and weight decay 0 if `zero_wd`) for one step; returns what `restore` puts back after it"
+        saved = self.rates()  # a wrapper that forwards `set_hyper`, e.g. fastai's `Lookahead`: one slot per group
+        self.opt.set_hyper('lr', lrs)
+        if zero_wd: self.opt.set_hyper(self.wd_key, [0.]*len(lrs))
+        return saved[0],(saved[1] if zero_wd else None)
+    def restore(self, saved):
+        self.opt.set_hyper('lr', saved[0])
+        if saved[1] is not None: self.opt.set_hyper(self.wd_key, saved[1])
+    def beta2(self, h:dict)->float: return h['sqr_mom']
+    def step_count(self, s:dict): return s.get('step', 1)
 
-def _inner_opt(opt):
-    "The optimizer that takes the step: a wrapper such as fastai's `Lookahead` steps an inner fastai `Optimizer`, then syncs its slow weights"
-    while _opt_kind(opt) is None and isinstance(getattr(opt, 'opt', None), (Optimizer, OptimWrapper)): opt = opt.opt
-    return opt
+class FastaiOpt(OptAdapter):
+    "A fastai `Optimizer` that owns its groups (`param_lists`, `hypers`); its steppers (`adam_step`...) tell the rule"
+    can_split = True
+    def __init__(self, opt):
+        super().__init__(opt)
+        self.adaptive,ns = 'sqr_mom' in opt.hypers[0],[_fn_name(f) for f in opt.cbs]
+        self.decoupled = 'weight_decay' in ns
+        if ns and ns[-1] in ('sgd_step','momentum_step') and set(ns[:-1]) <= {'weight_decay','l2_reg','average_grad'}: self.rule = 'fastai_sgd'
+        elif ns and ns[-1]=='adam_step' and set(ns[:-1]) <= {'weight_decay','l2_reg','average_grad','average_sqr_grad','step_stat'}: self.rule = 'fastai_adam'
+        self.v_rule = ('sqr_avg', bool(set(ns) & {'adam_step','radam_step','qhadam_step','lamb_step'}), False)  # RMSProp: no correction
+    def set_step(self, lrs, zero_wd):
+        o,wd = self.opt,({self.wd_key: 0.} if zero_wd else {})
+        saved = o.param_lists,o.hypers
+        o.param_lists,o.hypers = self.slot_params,[{**saved[1][g], 'lr': lr, **wd} for g,lr in zip(self.slot_group, lrs)]
+        return saved
+    def restore(self, saved): self.opt.param_lists,self.opt.hypers = saved
+    def step_terms(self, st:StepStats)->tuple:
+        "The step `w_new − w_old = −(a·lr·v + lr·wd·w_old)` read from the state: `v` per tensor, `a` (`None`: 1), whether decay is decoupled"
+        if self.rule=='fastai_adam': return (*_adam_dirs(st, self, 'grad_avg', lambda h: h['mom']), self.decoupled)
+        return [self.state[p].get('grad_avg', g) for p,g in zip(st.ws, st.gs)],None,self.decoupled  # `l2_reg` added `wd·w` to `g`
+
+class TorchOpt(OptAdapter):
+    "A `torch.optim` optimizer behind fastai's `OptimWrapper` (its `param_groups` hold `lr`, `weight_decay`, `betas`...)"
+    wd_key,can_split = 'weight_decay',True
+    hypers = property(lambda self: self.opt.opt.param_groups)
+    state = property(lambda self: self.opt.opt.state)
+    def __init__(self, opt):
+        super().__init__(opt)
+        o,gs = opt.opt,opt.opt.param_groups
+        self.adaptive = not isinstance(o, torch.optim.SGD)
+        if type(o) is torch.optim.SGD and not any(g.get('nesterov') for g in gs): self.rule = 'torch_sgd'
+        elif type(o) in (torch.optim.Adam, torch.optim.AdamW) and not any(
+            g.get('amsgrad') or g.get('capturable') or g.get('fused') or g.get('differentiable') for g in gs): self.rule = 'torch_adam'
+        self.decoupled = type(o) is torch.optim.AdamW or gs[0].get('decoupled_weight_decay', False)
+        self.v_rule = (('square_avg', False, False) if isinstance(o, torch.optim.RMSprop) else ('sum', False, True)
+                       if isinstance(o, torch.optim.Adagrad) else ('exp_avg_sq', True, False))  # Adam, AdamW, NAdam, RAdam...
+    def set_step(self, lrs, zero_wd):
+        o,wd = self.opt.opt,({self.wd_key: 0.} if zero_wd else {})
+        saved = o.param_groups
+        o.param_groups = [{**saved[g], 'params': ps, 'lr': lr, **wd} for g,ps,lr in zip(self.slot_group, self.slot_params, lrs)]
+        return saved
+    def restore(self, saved): self.opt.opt.param_groups = saved
+    def beta2(self, h): return h['betas'][1]
+    def step_count(self, s): return float(s['step']) if 'step' in s else 1  # torch keeps `step` on the CPU: no device sync
+    def step_terms(self, st):
+        if self.rule=='torch_adam': return (*_adam_dirs(st, self, 'exp_avg', lambda h: h['betas'][0]), self.decoupled)
+        mom = [self.hypers[g]['momentum'] for g in st.meta.group]  # the momentum buffer holds the L2 term
+        return [self.state[p]['momentum_buffer'] if m else g for p,g,m in zip(st.ws, st.gs, mom)],None,[not m for m in mom]
+
+def _owns_groups(opt): return isinstance(opt, Optimizer) and {'param_lists','hypers'} <= set(vars(opt))
+
+def opt_adapter(opt # `learn.opt`: a fastai `Optimizer`, an `OptimWrapper`, or a wrapper such as `Lookahead`
+               )->OptAdapter:
+    "The adapter of the optimizer that takes the step (a wrapper such as fastai's `Lookahead` steps an inner one, then moves the weights again: no `rule`)"
+    inner = opt
+    while not (isinstance(inner, OptimWrapper) or _owns_groups(inner)) and isinstance(getattr(inner, 'opt', None), (Optimizer, OptimWrapper)): inner = inner.opt
+    a = TorchOpt(inner) if isinstance(inner, OptimWrapper) else FastaiOpt(inner) if _owns_groups(inner) else OptAdapter(inner)
+    if inner is not opt: a.rule = None
+    return a
 
 def is_adaptive(opt # A fastai `Optimizer` or `OptimWrapper`
                )->bool: # True for the Adam family, RMSProp, Adagrad...; False for SGD
     "Whether `opt` divides by a running second moment (Adam family, RMSProp...), so that a gradient scale would cancel"
-    inner = getattr(opt, 'opt', None)
-    if isinstance(inner, torch.optim.Optimizer): return not isinstance(inner, torch.optim.SGD)
-    return 'sqr_mom' in opt.hypers[0]
+    return opt_adapter(opt).adaptive
 
 def opt_state(opt # A fastai `Optimizer` or `OptimWrapper`
              )->dict: # parameter -> its state dict
     "The per-parameter state dict of `opt` (what `state_dict` saves): fastai's `opt.state`, or the wrapped torch optimizer's"
-    return opt.state if _opt_kind(opt)=='fastai' else opt.opt.state
+    return opt_adapter(opt).state
 
 def hyper_dicts(opt # A fastai `Optimizer` or `OptimWrapper`
                )->list: # One dict per parameter group
     "The dicts holding each parameter group's hyper-parameters: a fastai `Optimizer`'s `hypers` (`lr`, `wd`, `sqr_mom`...), a torch optimizer's `param_groups` (`lr`, `weight_decay`, `betas`...)"
-    return opt.opt.param_groups if _opt_kind(opt)=='torch' else opt.hypers
+    return opt_adapter(opt).hypers
+
+def update_rule(opt # The optimizer that takes the step (`learn.opt`)
+               )->str|None: # 'fastai_sgd', 'fastai_adam', 'torch_sgd', 'torch_adam', or `None`
+    "How the size of `opt`'s step can be read from its state after the step, or `None` when it cannot (it is then measured on a copy of the weights)"
+    return opt_adapter(opt).rule
 
 def to_device(vals, # Host values (numbers or bools), or a CPU tensor
               device:torch.device, # Where the tensor goes
@@ -224,16 +309,22 @@ class TensorMeta:
                  slot_group:list, # The optimizer's parameter group of each slot
                  cols:tuple): # Each tensor's index among all the optimizer's tensors: its column in the records
         store_attr()
-        self.counts = [0]*len(slot_group)
+        self.n,self.counts = len(params),[0]*len(slot_group)
         for s in slot: self.counts[s] += 1
         self.device = params[0].device if params else torch.device('cpu')
-        self.cache = {} # Per-policy constants for this set of tensors
-    @property
-    def n(self)->int: return len(self.params)
+        self.set_do_wd([True]*len(params))
+        self._stores,self.cache = {},{}  # `cache`: being replaced by `store`
     def expand(self, slot_vals:list)->Tensor:
         "A device vector with each tensor's slot value (`slot_vals`: host numbers, one per slot) — O(slots) fills, no copy"
         if all(v == slot_vals[0] for v in slot_vals): return torch.full((self.n,), float(slot_vals[0]), device=self.device)
         return torch.cat([torch.full((c,), float(v), device=self.device) for v,c in zip(slot_vals, self.counts) if c])
+    def set_do_wd(self, do_wd:list):
+        "Which tensors take weight decay (fastai's `do_wd` flag): `do_wd`, the device mask `wd_mask` (`None`: all) and `decayed`, the decayed tensors of each slot"
+        self.do_wd,self.wd_mask = do_wd,(None if all(do_wd) else to_device(do_wd, self.device, torch.float32))
+        self.decayed = [[i for i in range(self.n) if self.slot[i]==s and do_wd[i]] for s in range(len(self.slot_group))]
+    def store(self, owner)->dict:
+        "A dict of `owner`'s own (a policy's, the mechanism's) for constants and buffers of this set of tensors"
+        return self._stores.setdefault(id(owner), {})
 
 # %% ../nbs/00_core.ipynb #100abfaa
 class StepStats:
@@ -243,24 +334,26 @@ class StepStats:
                  lrs:list, # The rate of each slot (host numbers, group multipliers applied)
                  wds:list, # The weight decay of each slot (host numbers)
                  step:int, # The training iteration
-                 record): # Where this step's logs go (a `Record`)
-        self.meta,self.ws,self.gs,self.lrs,self.wds,self.step,self.rec = meta,meta.params,gs,lrs,wds,step,record
-        self._c,self.d,self.observers = {},None,[]
+                 record, # Where this step's logs go (a `Record`)
+                 opt:OptAdapter=None): # The optimizer taking the step (its state, hyper-parameters and rules)
+        self.meta,self.ws,self.gs,self.lrs,self.wds,self.step,self.rec,self.opt = meta,meta.params,gs,lrs,wds,step,record,opt
+        self.d,self.observers = None,[]
         self.f_clip = self.f_grad = self.f_update = None
         self.u_state = False  # whether the mechanism reads the step's size from the optimizer's state (`update_rule`)
     def set_g_norm(self, norms:Tensor):
         "After a gradient transform: keep the raw norms as `g_raw` and share `norms` as the current `g_norm`"
-        self._c.setdefault('g_raw', self.g_norm)
-        self._c['g'] = norms
+        self.__dict__.setdefault('g_raw', self.g_norm)
+        self.g_norm = norms
     @property
-    def g_raw(self)->Tensor: return self._c.get('g_raw', self.g_norm)
+    def g_raw(self)->Tensor: return self.__dict__.get('g_raw', self.g_norm)
     def computed_norms(self)->Tensor|None:
         "Whatever per-tensor gradient (or step) norms the policies computed anyway this step, without computing any"
-        return self._c.get('g_raw', self._c.get('g', self._c.get('d')))
+        d = self.__dict__
+        return d.get('g_raw', d.get('g_norm', d.get('d_norm')))
     @property
     def u_norm(self)->Tensor:
         "Norm of the step finally taken, `‖w_new - w_old‖` (after update scaling); NaN at a step where nobody asked for it"
-        if self.d is None and 'd' not in self._c: return torch.full((self.meta.n,), float('nan'), device=self.meta.device)
+        if self.d is None and 'd_norm' not in self.__dict__: return torch.full((self.meta.n,), float('nan'), device=self.meta.device)
         return self.d_norm if self.f_update is None else self.d_norm*self.f_update
     def factor(self, adaptive:bool=False)->Tensor:
         "The product of the tensor factors applied at this step (the clip factor only for non-adaptive optimizers, where it scales the step)"
@@ -268,24 +361,20 @@ class StepStats:
         for x in (None if adaptive else self.f_clip, self.f_grad, self.f_update):
             if x is not None: f = f*x
         return f
-    def _get(self, k, f):
-        if k not in self._c: self._c[k] = f()
-        return self._c[k]
-    @property
-    def w_norm(self)->Tensor: return self._get('w', lambda: torch.stack(torch._foreach_norm(self.ws)))
-    @property
-    def g_norm(self)->Tensor: return self._get('g', lambda: torch.stack(torch._foreach_norm(self.gs)))
-    @property
-    def d_norm(self)->Tensor: return self._get('d', lambda: torch.stack(torch._foreach_norm(self.d)))
-    @property
-    def lr(self)->Tensor: return self._get('lr', lambda: self.meta.expand(self.lrs))
-    @property
+    # each computed at most once per step (`cached_property`), then shared by every policy
+    @cached_property
+    def w_norm(self)->Tensor: return torch.stack(torch._foreach_norm(self.ws))
+    @cached_property
+    def g_norm(self)->Tensor: return torch.stack(torch._foreach_norm(self.gs))
+    @cached_property
+    def d_norm(self)->Tensor: return torch.stack(torch._foreach_norm(self.d))
+    @cached_property
+    def lr(self)->Tensor: return self.meta.expand(self.lrs)
+    @cached_property
     def wd(self)->Tensor:
         "Each tensor's weight decay: its slot's, 0 for the tensors fastai exempts (`do_wd=False`)"
-        def _wd():
-            wd = self.meta.expand(self.wds)
-            return wd if self.meta.wd_mask is None else wd*self.meta.wd_mask
-        return self._get('wd', _wd)
+        wd = self.meta.expand(self.wds)
+        return wd if self.meta.wd_mask is None else wd*self.meta.wd_mask
 
 # %% ../nbs/00_core.ipynb #fe08f974
 class Record:
@@ -293,16 +382,19 @@ class Record:
     max_bytes = 2**26 # The default bound of each key's host memory (64 MiB); `None`: keep every row
     def __init__(self, names:list, # The name of every tensor of the optimizer: the columns of per-tensor logs
                  slot_names:list, # The name of every slot: the columns of the per-slot rates
+                 slot_keys:dict=None, # Policy key -> its layer group of each slot (for the group policies)
                  max_bytes:int=..., # Beyond this many bytes on the host, a key keeps every other row (its spacing doubles); default `Record.max_bytes`
                 ):
-        self.names,self.slot_names,self._dev,self._host,self._per_tensor,self.seen = list(names),list(slot_names),{},{},{},set()
+        self.names,self.slot_names,self.slot_keys = list(names),list(slot_names),dict(slot_keys or {})
+        self._dev,self._host,self._per_tensor,self.seen = {},{},{},set()
         self._step,self._n,self.stride = [],Counter(),Counter()
         self.max_bytes = Record.max_bytes if max_bytes is ... else check_int(max_bytes, 'max_bytes', lo=1, none_ok=True)
     def log(self, key, # Any hashable: what is logged
             step:int, # The training iteration
             x, # A device tensor, or a list of host numbers
             meta:TensorMeta=None): # For per-tensor values (first dimension `meta.n`): the tensors they belong to
-        "Keep `x` for `step` (no host-device transfer); it joins the record when the step completes (`commit`)"
+        "Keep a copy of `x` for `step` (no host-device transfer: a device copy, so that changing `x` in place later changes nothing); it joins the record when the step completes (`commit`)"
+        x = x.detach().clone() if isinstance(x, Tensor) else list(x)
         self._step.append((key, (step, None if meta is None else meta.cols, x)))
         self._per_tensor[key] = meta is not None
     def commit(self):
@@ -358,6 +450,10 @@ class Record:
         v = self.get('lr')
         return np.zeros((0, len(self.slot_names))) if v is None else v
     @property
+    def nbytes(self)->int:
+        "Bytes of the arrays this record holds on the host"
+        return sum(c[1].nbytes for chunks in self._host.values() for c in chunks)
+    @property
     def cols(self)->list: return sorted(self.seen)
     @property
     def seen_names(self)->list:
@@ -366,59 +462,29 @@ class Record:
         return [self.names[i] for i in self.cols]
 
 # %% ../nbs/00_core.ipynb #34cfd61a
-def _fn_name(f): return getattr(f, '__name__', None) or getattr(getattr(f, 'func', None), '__name__', '')
-
-_SGD_CBS,_ADAM_CBS = {'weight_decay','l2_reg','average_grad'},{'weight_decay','l2_reg','average_grad','average_sqr_grad','step_stat'}
-
-def update_rule(opt # The optimizer that takes the step (`learn.opt`)
-               )->str|None: # 'fastai_sgd', 'fastai_adam', 'torch_sgd', 'torch_adam', or `None`
-    "How the size of `opt`'s step can be read from its state after the step, or `None` when it cannot (it is then measured on a copy of the weights)"
-    inner = getattr(opt, 'opt', None)
-    if isinstance(opt, OptimWrapper) and isinstance(inner, torch.optim.Optimizer):
-        gs = inner.param_groups
-        if type(inner) is torch.optim.SGD and not any(g.get('nesterov') for g in gs): return 'torch_sgd'
-        if type(inner) in (torch.optim.Adam, torch.optim.AdamW) and not any(
-            g.get('amsgrad') or g.get('capturable') or g.get('fused') or g.get('differentiable') for g in gs): return 'torch_adam'
-        return None
-    if _opt_kind(opt) != 'fastai' or not opt.cbs: return None
-    ns = [_fn_name(f) for f in opt.cbs]
-    if ns[-1] in ('sgd_step','momentum_step') and set(ns[:-1]) <= _SGD_CBS: return 'fastai_sgd'
-    if ns[-1]=='adam_step' and set(ns[:-1]) <= _ADAM_CBS: return 'fastai_adam'
-    return None
-
-def _adam_dirs(st, state, hs, rule):
-    "Adam's direction `m̂/(√v̂+ε)` of every tensor, from the state after the step: (directions as new tensors, the scale `lr/(1-β1ᵗ)` factor of each)"
+def _adam_dirs(st, opt, m_key, beta1):
+    "Adam's direction `m̂/(√v̂+ε)` of every tensor from the state after the step: (directions, new tensors; the factor `1/(1-β1ᵗ)` of each, bias corrections folded)"
     ms,sq,eps,a = [],[],[],[]
-    for i,p in enumerate(st.meta.params):
-        s,h = state[p],hs[st.meta.group[i]]
-        if rule=='fastai_adam': b1,b2,t,e,m,v = h['mom'],h['sqr_mom'],s['step'],h['eps'],s['grad_avg'],s['sqr_avg']
-        else: (b1,b2),t,e,m,v = h['betas'],float(s['step']),h['eps'],s['exp_avg'],s['exp_avg_sq']  # torch keeps `step` on the CPU
+    for p,g in zip(st.ws, st.meta.group):
+        s,h = opt.state[p],opt.hypers[g]
+        b1,b2,t = beta1(h),opt.beta2(h),opt.step_count(s)
         c2 = math.sqrt(1 - b2**t)
-        ms.append(m); sq.append(v); eps.append(e*c2); a.append(c2/(1 - b1**t))  # m/(√v/c2+ε) = c2·m/(√v+ε·c2)
+        ms.append(s[m_key]); sq.append(s[opt.v_rule[0]]); eps.append(h['eps']*c2); a.append(c2/(1 - b1**t))  # m/(√v/c2+ε) = c2·m/(√v+ε·c2)
     d = torch._foreach_sqrt(sq)
     torch._foreach_add_(d, eps)
     return torch._foreach_div(ms, d),a
 
-def _update_norms(st, opt, rule, wds):
-    "‖w_new − w_old‖ of the step `opt` just took, per tensor, from its state after the step and the step's rates `st.lrs` and applied weight decays `wds` (per slot)"
-    meta,state,hs = st.meta,opt_state(opt),hyper_dicts(opt)
+def step_norms(st:StepStats, # The step just taken (`st.lrs`: its per-slot rates)
+               opt:OptAdapter, # The optimizer that took it (`opt.rule` not `None`)
+               wds:list, # The weight decay the step applied, per slot
+              )->Tensor: # `‖w_new − w_old‖` per tensor
+    "The size of the step `opt` just took, per tensor, read from its state after the step (no copy of the weights)"
+    meta,(vs,a,dec) = st.meta,opt.step_terms(st)
     lr = [st.lrs[s] for s in meta.slot]
-    wd = [wds[s] if dw else 0. for s,dw in zip(meta.slot, meta.do_wd)]
-    if rule in ('fastai_adam','torch_adam'):
-        vs,a = _adam_dirs(st, state, hs, rule)
-        a = [l*ai for l,ai in zip(lr,a)]
-        decoupled = rule=='fastai_adam' and 'weight_decay' in map(_fn_name, opt.cbs) or (
-            rule=='torch_adam' and (type(opt.opt) is torch.optim.AdamW or hs[0].get('decoupled_weight_decay', False)))
-    elif rule=='fastai_sgd':
-        vs,a = [state[p].get('grad_avg', g) for p,g in zip(meta.params, st.gs)],lr  # fastai's `l2_reg` added `wd·w` to the gradient in place
-        decoupled = 'weight_decay' in map(_fn_name, opt.cbs)
-    else:  # torch SGD: the momentum buffer holds the L2 term; without momentum the step is `lr·(g + wd·w_old)`
-        mom = [hs[g]['momentum'] for g in meta.group]
-        vs,a = [state[p]['momentum_buffer'] if m else g for p,g,m in zip(meta.params, st.gs, mom)],lr
-        wd = [w if not m else 0. for w,m in zip(wd, mom)]
-        decoupled = True  # the same algebra: Δ = -lr·(g + wd·w_old)
-    c = [l*w for l,w in zip(lr, wd)] if decoupled else [0.]*meta.n  # decoupled: Δ = -(a·v + c·w_old) = -(a·v + c·w_new)/(1-c)
-    if a is lr and not any(c): return torch.stack(torch._foreach_norm(vs))*st.lr  # SGD without decoupled decay: lr·‖v‖
+    dec = dec if isinstance(dec, list) else [dec]*meta.n
+    c = [l*wds[s] if dw and d else 0. for l,s,dw,d in zip(lr, meta.slot, meta.do_wd, dec)]  # decoupled: Δ = -(a·v + c·w_old) = -(a·v + c·w_new)/(1-c)
+    if a is None and not any(c): return torch.stack(torch._foreach_norm(vs))*st.lr  # SGD without decoupled decay: lr·‖v‖
+    a = [l*(1. if a is None else ai) for l,ai in zip(lr, a or lr)]
     out,by_b = [None]*meta.n,{}
     for i in range(meta.n): by_b.setdefault(c[i]/a[i] if c[i] else 0., []).append(i)
     for b,idx in by_b.items():
@@ -429,9 +495,10 @@ def _update_norms(st, opt, rule, wds):
         for i,n_ in zip(idx, ns): out[i] = n_
     return torch.stack(out)
 
-
 # %% ../nbs/00_core.ipynb #7791bf3d
-def _in_range_test(learn): return any(isinstance(cb, LRFinder) for cb in learn.cbs)
+def in_range_test(learn:Learner)->bool:
+    "Whether `learn` is running a range test (fastai's `lr_find`: an `LRFinder` among its callbacks)"
+    return any(isinstance(cb, LRFinder) for cb in learn.cbs)
 
 def _overrides(obj, hook): return getattr(type(obj), hook) is not getattr(LayerRatePolicy, hook)
 
@@ -482,21 +549,166 @@ class LayerRatePolicy(Callback):
         r = getattr(self, '_rec', None)
         return None if r is None else r[0].steps((r[1], name))
     @property
+    def slot_groups(self)->list|None:
+        "For a group policy: its layer group of each slot of the last training fit's record (`record.slot_names`)"
+        r = getattr(self, '_rec', None)
+        return None if r is None else r[0].slot_keys.get(r[1])
+    @property
     def record(self)->Record|None:
         "The `Record` of the last training fit this policy took part in"
         r = getattr(self, '_rec', None)
         return None if r is None else r[0]
 
 # %% ../nbs/00_core.ipynb #71b0a940
+def _check_mults(ms, who):
+    "Host-side check of a policy's multipliers (plain Python numbers, no device sync)"
+    for g,m in enumerate(ms):
+        if not (m >= 0 and m < math.inf): raise ValueError(
+            f"{who} gave the multiplier {m!r} for layer group {g}; multipliers must be finite and >= 0.")
+    return ms
+
+class SlotMap:
+    "The slots of a training fit: every optimizer group cut by the layer groups of every group policy, in group order (input side first)"
+    def __init__(self, opt:OptAdapter, # The optimizer's adapter
+                 model:nn.Module, # The learner's model (names the tensors)
+                 gpols:list): # The group policies (each with its `groups`)
+        self.gpols,groups,pn,slots = gpols,[p.groups for p in gpols],_pnames(model),[]
+        for gi,pl in enumerate(opt.opt.param_lists):
+            d = {}
+            for p in pl: d.setdefault(tuple(self._group_of(lg, p, pol, pn) for lg,pol in zip(groups, gpols)), []).append(p)
+            slots += [(k,gi,ps) for k,ps in d.items()] or [(tuple(gi if lg.source=='optimizer' else None for lg in groups), gi, [])]
+        slots.sort(key=lambda s: tuple(math.inf if k is None else k for k in s[0]))  # stable: optimizer groups in order within a layer group; an empty one last
+        self.keys,self.group,self.params = [s[0] for s in slots],[s[1] for s in slots],[list(s[2]) for s in slots]
+        if isinstance(opt, FastaiOpt): self.params = L(L(ps) for ps in self.params)
+        on,nk = opt_groups(opt.opt, model).names,Counter(self.keys)
+        self.names = [(' | '.join(lg.names[k] for lg,k in zip(groups, key) if k is not None) or on[g])
+                      + (f' (optimizer group {g})' if nk[key] > 1 and groups else '') for key,g in zip(self.keys, self.group)]
+        self.flat = [(p, pn.get(p, '?'), s) for s,pl in enumerate(self.params) for p in pl]  # every tensor in slot order
+    @staticmethod
+    def _group_of(lg, p, pol, pn):
+        if p in lg.group_of: return lg.group_of[p]
+        if p in pn: raise ValueError(f"The layer groups of {type(pol).__name__} ({lg!r}) give no group to the parameter "
+                                     f"`{pn[p]}`; every parameter the optimizer holds needs one.")
+        raise ValueError(f"The optimizer holds a parameter of shape {tuple(p.shape)} that is not in the model; "
+                         "layer groups can only be resolved for the model's own parameters.")
+    @property
+    def n(self)->int: return len(self.keys)
+    def mults(self, pct:float)->list:
+        "One multiplier per slot: the product over group policies of their multipliers at `pct`"
+        ms = [p.group_mults(pct) for p in self.gpols]
+        for p,m in zip(self.gpols, ms):
+            if not all(v >= 0 and v < math.inf for v in m): _check_mults(m, type(p).__name__)
+        return [math.prod(m[g] for m,g in zip(ms, k) if g is not None) for k in self.keys]
+    def slot_groups(self, i:int)->list: return [k[i] for k in self.keys]
+
+class StepPipeline:
+    "One optimizer step with every policy applied: rates, statistics and gradient transforms, factors, the optimizer's own step under the slots' rates, update factors, policy state, observers"
+    def __init__(self, pols:list, # The policies, in order
+                 opt:OptAdapter, # The optimizer's adapter (bound to `slots`)
+                 slots:SlotMap, # The fit's slots
+                 out:Record): # Where each step's logs go
+        self.pols,self.opt,self.slots,self.out,self.metas,self.n_bad,self.n_steps = pols,opt,slots,out,{},None,0
+        hook = lambda h: [p for p in pols if _overrides(p, h)]
+        self.clippers,self.fpols,self.updaters,self.observers,self.setups = map(hook, ('transform_grads','tensor_factors','after_update','observe','setup_meta'))
+        self.grad_f = [p for p in self.fpols if p.scaling=='grad']
+        self.upd_f,self.post_f = [p for p in self.fpols if p.scaling=='update' and p.phase!='after'],[p for p in self.fpols if p.scaling=='update' and p.phase=='after']
+        self.tensor = bool(self.clippers or self.fpols or self.updaters or self.observers or self.setups)
+        self.fold_wd,self.scale_update = bool(self.grad_f),bool(self.upd_f or self.post_f)
+
+    @torch.no_grad()
+    def __call__(self, orig, pct:float, step:int, *args, **kwargs):
+        "Run the optimizer step `orig(*args, **kwargs)` at training progress `pct`, training iteration `step`"
+        lr_g,wd_g = self.opt.rates()
+        m,sg = self.slots.mults(pct),self.slots.group
+        lrs,wds = [lr_g[g]*mi for g,mi in zip(sg, m)],[wd_g[g] for g in sg]
+        try:
+            st = self.before(lrs, wds, step) if self.tensor else None
+            saved = self.opt.set_step(lrs, st is not None and self.fold_wd)
+            try: res = orig(*args, **kwargs)
+            finally: self.opt.restore(saved)  # the optimizer as fastai had it, whatever happened
+            if st is not None: self.after(st)
+            self.out.log('lr', step, lrs)
+        except BaseException: self.out.discard(); raise  # a step that did not complete is not recorded
+        self.out.commit()
+        self.n_steps += 1
+        return res
+
+    def meta(self):
+        "The `TensorMeta` of the parameters that have a gradient now (built once per set of such parameters), and their gradients"
+        gs = [p.grad if p.requires_grad else None for p,_,_ in self.slots.flat]  # frozen tensors may keep a stale gradient
+        key = tuple(i for i,g in enumerate(gs) if g is not None)
+        if key not in self.metas:
+            fl = [self.slots.flat[i] for i in key]
+            self.metas[key] = meta = TensorMeta([f[0] for f in fl], [f[1] for f in fl], [f[2] for f in fl],
+                                                [self.slots.group[f[2]] for f in fl], self.slots.group, key)
+            state = self.opt.state if isinstance(self.opt, FastaiOpt) else {}  # torch optimizers decay every tensor of a group
+            meta.set_do_wd([state[p].get('do_wd', True) if p in state else True for p in meta.params])  # fastai's `wd_bn_bias=False`
+            if meta.n:
+                for p in self.setups: p.setup_meta(meta)
+        return self.metas[key],[g for g in gs if g is not None]
+
+    def before(self, lrs, wds, step):
+        "Before the step: statistics, gradient transforms, factors; the weights copied if the step is to be scaled or measured"
+        meta,gs = self.meta()
+        if meta.n == 0: return None
+        st = StepStats(meta, gs, lrs, wds, step, self.out, self.opt)
+        st.observers = [p for p in self.observers if p.wants(self.n_steps)]  # optimizer steps, not batches (`GradientAccumulation`)
+        if st.observers: st.w_norm; st.g_norm  # the raw gradient's norms, before any clipping
+        for p in self.clippers: p.transform_grads(st)
+        for p in self.grad_f: f = p.tensor_factors(st); st.f_grad = f if st.f_grad is None else st.f_grad*f
+        for p in self.upd_f: f = p.tensor_factors(st); st.f_update = f if st.f_update is None else st.f_update*f
+        src = {p.update_source(self.n_steps, self.opt.rule) for p in st.observers} - {None}
+        st.u_state = bool(src) and src == {'state'} and self.opt.rule is not None and not self.scale_update and all(l*w < .5 for l,w in zip(lrs, wds))
+        if self.scale_update or (src and not st.u_state):  # the step is scaled, or measured on a copy
+            st.w_norm  # the pre-step norms, before the weights change
+            c = meta.store(self)
+            if 'w_old' not in c: c['w_old'] = [torch.empty_like(w) for w in meta.params]
+            torch._foreach_copy_(c['w_old'], meta.params)
+            st.d = c['w_old']
+        if self.fold_wd: self.fold(st, gs, wds)
+        return st
+
+    def fold(self, st, gs, wds):
+        "Gradient-mode factors: `g ← f·(g + wd·w)` (the optimizer's own decay is 0 for the step)"
+        meta = st.meta
+        for s,wd in enumerate(wds):
+            idx = meta.decayed[s]
+            if wd and idx: torch._foreach_add_([gs[i] for i in idx], [meta.params[i] for i in idx], alpha=wd)
+        if st.f_grad is not None: torch._foreach_mul_(gs, list(st.f_grad.unbind()))
+
+    def after(self, st):
+        "After the step: update factors, policies' state, observers, the count of NaN norms"
+        if st.u_state: st.d_norm = step_norms(st, self.opt, [0.]*len(st.lrs) if self.fold_wd else st.wds)
+        if st.d is not None:
+            torch._foreach_sub_(st.d, st.meta.params)  # w_old - w_new: minus the optimizer's own step
+            if st.observers: st.d_norm  # measured on the copy
+            for p in self.post_f: f = p.tensor_factors(st); st.f_update = f if st.f_update is None else st.f_update*f
+            if st.f_update is not None: torch._foreach_addcmul_(st.meta.params, st.d, list((1-st.f_update).unbind()))  # w_new + (1-f)(w_old - w_new)
+        for p in self.updaters: p.after_update(st)
+        for p in st.observers: p.observe(st)
+        d = st.__dict__
+        n = d.get('g_raw', d.get('g_norm', d.get('d_norm')))  # whatever per-tensor norms were computed anyway (`computed_norms`)
+        if n is not None:
+            bad = torch.isnan(n).sum()  # NaN, not inf: a 2-norm of large finite values can overflow to inf (fp16 above 65504)
+            self.n_bad = bad if self.n_bad is None else self.n_bad + bad
+
+    def take_bad(self)->int:
+        "The number of NaN tensor-steps since the last call (one host read)"
+        n,self.n_bad = 0 if self.n_bad is None else int(self.n_bad),None
+        return n
+
+#| export
 class _GuardedStep:
-    "Stands in for `opt.step` while `LayerRates` is active: the step with every policy applied, the optimizer restored in a `finally`"
-    def __init__(self, mech, orig): self.mech,self.orig = mech,orig
+    "Stands in for `opt.step` while `LayerRates` is active: the step with every policy applied; `found` is what the fit found on the optimizer instance"
+    def __init__(self, mech, orig, found): self.mech,self.orig,self.found = mech,orig,found
     def __call__(self, *args, **kwargs):
-        return self.mech._step(self.orig, *args, **kwargs) if self.mech.active else self.orig(*args, **kwargs)
+        m = self.mech
+        if not m.active: return self.orig(*args, **kwargs)
+        return m.pipe(self.orig, 0. if m.range_test else m.learn.pct_train, m.learn.train_iter, *args, **kwargs)  # a range test: the multipliers of the start
 
 class LayerRates(Callback):
-    "The layer-rate mechanism: layer groups, per-step statistics, the application of every policy's factors to the step, the restore, and one record"
-    order,run_valid,active,record,policies,rng,_opt = LLR_ORDER,False,False,None,[],None,None
+    "The layer-rate mechanism's fastai lifecycle: starts a `StepPipeline` at the first training step of a fit, ends it with the fit, keeps the record"
+    order,run_valid,active,record,out,policies,rng,pipe,_guard = LLR_ORDER,False,False,None,None,[],None,None,None
     def __init__(self): pass  # added by the policies (`attach`), never by hand
     @property
     def name(self): return 'layer_rates'
@@ -507,226 +719,60 @@ class LayerRates(Callback):
 
     def before_fit(self):
         self.saw_epoch = False
-        if self.active: self._finish()  # left by a fit that raised: drop its state (its steps restored the optimizer)
+        if self.active: self.finish()  # left by a fit that raised: drop its state (its steps restored the optimizer)
     def before_epoch(self): self.saw_epoch = True  # evaluation fires `before_epoch` too; only `fit(0)` has no epoch
     def before_train(self):
-        if not self.active: self._start()
+        if not self.active: self.start()
     def after_cancel_epoch(self):  # every epoch skipped (`fit(..., start_epoch=n_epoch)`): a training fit with no step
-        if not self.active and self.learn.opt is not None and not self.learn.lock.locked(): self._start()
+        if not self.active and self.learn.opt is not None and not self.learn.lock.locked(): self.start()
     def after_epoch(self):
-        if self.active: self.out.flush(); self._check_finite()
+        if self.active: self.pipe.out.flush(); self.check_finite()
     def after_fit(self):
-        if not self.active and not self.saw_epoch and self.learn.opt is not None: self._start()  # `fit(0)`: empty records
-        if self.active: self._finish()
+        if not self.active and not self.saw_epoch and self.learn.opt is not None: self.start()  # `fit(0)`: empty records
+        if self.active: self.finish()
 
-    def _start(self):
+    def start(self):
+        "Start of a training fit (or range test): policies set up, slots resolved, a new record, `opt.step` guarded"
         learn = self.learn
         pols = [cb for cb in learn.cbs.sorted('order') if isinstance(cb, LayerRatePolicy)]
         if not pols: return
-        opt,model = _inner_opt(learn.opt),learn.model
-        self.kind,self.adaptive,self.range_test = _opt_kind(opt),is_adaptive(opt),_in_range_test(learn)
-        self.rule = update_rule(opt) if opt is learn.opt else None  # a wrapper such as `Lookahead` moves the weights again
+        opt,self.range_test = opt_adapter(learn.opt),in_range_test(learn)
         for p in pols: p.setup()
-        self.gpols = [p for p in pols if _overrides(p, 'group_mults')]
-        self.clippers = [p for p in pols if _overrides(p, 'transform_grads')]
-        self.fpols = [p for p in pols if _overrides(p, 'tensor_factors')]
-        self.updaters = [p for p in pols if _overrides(p, 'after_update')]
-        self.observers = [p for p in pols if _overrides(p, 'observe')]
-        self.tpols = [p for p in pols if any(_overrides(p, h) for h in ('transform_grads','tensor_factors','after_update','observe','setup_meta'))]
-        self.fold_wd,self.scale_update = any(p.scaling=='grad' for p in self.fpols),any(p.scaling=='update' for p in self.fpols)
-        self._slots(opt, model)
-        pn = _pnames(model)
-        self._flat = [(p, pn.get(p, '?'), s) for s,pl in enumerate(self.slot_params) for p in pl]
-        self._metas,self.n_bad,self.n_steps = {},None,0
-        self.out = Record([f[1] for f in self._flat], self.slot_names)
-        for i,p in enumerate(pols): p.bind(self.out, i, keep=not self.range_test)
-        if not self.range_test: self.record,self.policies = self.out,pols
-        self.pols,self._opt = pols,opt
-        self.rng = rng_state(learn) if self.range_test else None  # a range test leaves every random state as it found it
-        orig = opt.step
-        opt.step = _GuardedStep(self, orig.orig if isinstance(orig, _GuardedStep) else orig)
+        slots = SlotMap(opt, learn.model, [p for p in pols if _overrides(p, 'group_mults')])
+        opt.bind(slots.group, slots.params)
+        out = Record([f[1] for f in slots.flat], slots.names, {pols.index(p):slots.slot_groups(i) for i,p in enumerate(slots.gpols)})
+        for i,p in enumerate(pols): p.bind(out, i, keep=not self.range_test)
+        self.out = out  # this fit's record, a range test's included
+        if not self.range_test: self.record,self.policies = out,pols
+        self.pipe,self.rng = StepPipeline(pols, opt, slots, out),(rng_state(learn) if self.range_test else None)
+        found = opt.opt.__dict__.get('step')  # a wrapper someone installed on the instance: put back after the fit
+        if isinstance(found, _GuardedStep): found = found.found
+        opt.opt.step = self._guard = _GuardedStep(self, found if found is not None else opt.opt.step, found)
         self.active = True
 
-    def _slots(self, opt, model):
-        "Intersect every group policy's layer groups with the optimizer's parameter groups"
-        groups,slots = [p.groups for p in self.gpols],[]
-        for gi,pl in enumerate(opt.param_lists):
-            if not len(pl): slots.append((gi, tuple(gi if lg.source=='optimizer' else None for lg in groups), [])); continue
-            d = {}
-            for p in pl:
-                try: key = tuple(lg.group_of[p] for lg in groups)
-                except KeyError: raise ValueError(f"The optimizer holds a parameter of shape {tuple(p.shape)} that is not in the model; "
-                                                  "layer groups can only be resolved for the model's own parameters.") from None
-                d.setdefault(key, []).append(p)
-            slots += [(gi,k,ps) for k,ps in d.items()]
-        self.split = len(slots) != len(opt.param_lists)
-        if self.split and self.kind is None: raise TypeError(
-            f"{type(opt).__name__} cannot have its parameter groups split by layer; use a splitter giving "
-            f"{groups[0].n} groups, or a fastai `Optimizer` / `OptimWrapper`.")
-        self.slot_group,self.slot_key = [s[0] for s in slots],[s[1] for s in slots]
-        self.slot_params = L(L(s[2]) for s in slots) if self.kind=='fastai' else [list(s[2]) for s in slots]
-        on,nk = opt_groups(opt, model).names,Counter(s[1] for s in slots)
-        self.slot_names = [(' | '.join(lg.names[k] for lg,k in zip(groups,s[1]) if k is not None) or on[s[0]])
-                           + (f' (optimizer group {s[0]})' if nk[s[1]] > 1 and groups else '') for s in slots]
-        self.wd_key = 'weight_decay' if self.kind=='torch' else 'wd'
-
-    def _finish(self):
-        "End of a fit: records to the host, `opt.step` given back, references to the parameters dropped"
-        try: self.out.discard(); self.out.flush()  # a step that raised is not part of the record
+    def finish(self):
+        "End of a fit: records to the host, `opt.step` given back as the fit found it, references to the parameters dropped"
+        try: self.pipe.out.discard(); self.pipe.out.flush()  # a step that raised is not part of the record
         finally:
-            if self._opt is not None and isinstance(self._opt.__dict__.get('step'), _GuardedStep): del self._opt.__dict__['step']
-            for p in self.pols: p.release()
+            o = self.pipe.opt.opt
+            if o.__dict__.get('step') is self._guard:
+                if self._guard.found is None: del o.__dict__['step']
+                else: o.step = self._guard.found
+            for p in self.pipe.pols: p.release()
             if self.rng is not None: set_rng_state(self.rng); self.rng = None
-            self.active,self._opt,self.pols,self.slot_params,self._flat,self._metas = False,None,[],None,None,None
-            self.gpols = self.clippers = self.fpols = self.updaters = self.observers = self.tpols = []
+            self.active,self.pipe,self._guard = False,None,None
 
-    def _mults(self, pct):
-        "One multiplier per slot: the product over group policies of their group multipliers at `pct`"
-        ms = [_check_mults(p.group_mults(pct), type(p).__name__) for p in self.gpols]
-        res = []
-        for k in self.slot_key:
-            m = 1.
-            for mp,g in zip(ms,k):
-                if g is not None: m = m*mp[g]
-            res.append(m)
-        return res
-
-    @torch.no_grad()
-    def _step(self, orig, *args, **kwargs):
-        "The optimizer step with every policy applied (called by `opt.step`)"
-        opt,step = self._opt,self.learn.train_iter
-        m,hs = self._mults(0. if self.range_test else self.learn.pct_train),hyper_dicts(opt)  # a range test: the multipliers of the start of training
-        lrs = [hs[g]['lr']*mi for g,mi in zip(self.slot_group, m)]
-        self.out.discard()
-        st = self._before(lrs, [hs[g].get(self.wd_key, 0.) for g in self.slot_group], step) if self.tpols else None
-        saved = self._apply(opt, lrs, st is not None and self.fold_wd)
-        try: res = orig(*args, **kwargs)
-        finally: self._restore(opt, saved)
-        if st is not None: self._after(st)
-        self.out.log('lr', step, lrs)
-        self.out.commit()  # only a completed step joins the record
-        self.n_steps += 1
-        return res
-
-    def _set(self, opt, hs, k, vals):
-        if self.kind is None: opt.set_hyper(k, vals)  # e.g. `Lookahead`: let the optimizer forward it
-        else:
-            for h,v in zip(hs, vals): h[k] = v
-
-    def _apply(self, opt, lrs, zero_wd):
-        "Set the step's rates (and weight decay 0 where it was folded into the gradients); returns what `_restore` puts back"
-        wk = self.wd_key
-        if not self.split:
-            hs = hyper_dicts(opt)
-            saved = ('set', [h['lr'] for h in hs], [h.get(wk, 0.) for h in hs] if zero_wd else None)
-            self._set(opt, hs, 'lr', lrs)
-            if zero_wd: self._set(opt, hs, wk, [0.]*len(hs))
-        elif self.kind=='fastai':
-            saved = ('fastai', opt.param_lists, opt.hypers)
-            opt.param_lists = self.slot_params
-            opt.hypers = [{**saved[2][g], 'lr': lr, **({wk: 0.} if zero_wd else {})} for g,lr in zip(self.slot_group, lrs)]
-        else:
-            pgs = opt.opt.param_groups
-            saved = ('torch', pgs)
-            opt.opt.param_groups = [{**pgs[g], 'params': ps, 'lr': lr, **({wk: 0.} if zero_wd else {})}
-                                    for g,ps,lr in zip(self.slot_group, self.slot_params, lrs)]
-        return saved
-
-    def _restore(self, opt, saved):
-        "Put back the optimizer's own groups, rates and weight decay"
-        if saved[0]=='set':
-            hs = hyper_dicts(opt)
-            self._set(opt, hs, 'lr', saved[1])
-            if saved[2] is not None: self._set(opt, hs, self.wd_key, saved[2])
-        elif saved[0]=='fastai': opt.param_lists,opt.hypers = saved[1],saved[2]
-        else: opt.opt.param_groups = saved[1]
-
-    def _meta(self):
-        "The `TensorMeta` of the parameters that have a gradient now (cached per set of such parameters), and their gradients"
-        gs = [p.grad if p.requires_grad else None for p,_,_ in self._flat]  # frozen tensors may keep a stale gradient
-        key = tuple(i for i,g in enumerate(gs) if g is not None)
-        if key not in self._metas:
-            fl = [self._flat[i] for i in key]
-            meta = self._metas[key] = TensorMeta([f[0] for f in fl], [f[1] for f in fl], [f[2] for f in fl],
-                                                 [self.slot_group[f[2]] for f in fl], self.slot_group, key)
-            state = opt_state(self._opt) if self.kind=='fastai' else {}  # torch optimizers decay every tensor of a group
-            do_wd = [state[p].get('do_wd', True) if p in state else True for p in meta.params]  # fastai's `wd_bn_bias=False`
-            meta.wd_mask,meta.do_wd = None if all(do_wd) else to_device(do_wd, meta.device, torch.float32),do_wd
-            meta.decayed = [[i for i in range(meta.n) if meta.slot[i]==s and do_wd[i]] for s in range(len(self.slot_params))]
-            if meta.n:
-                for p in self.tpols: p.setup_meta(meta)
-        return self._metas[key],[g for g in gs if g is not None]
-
-    def _before(self, lrs, wds, step):
-        "Statistics, gradient transforms and factors before the step; the weights copied if the step is to be scaled or measured"
-        meta,gs = self._meta()
-        if meta.n == 0: return None
-        st = StepStats(meta, gs, lrs, wds, step, self.out)
-        st.observers = [p for p in self.observers if p.wants(self.n_steps)]  # optimizer steps, not batches (`GradientAccumulation`)
-        if st.observers: st.w_norm; st.g_norm  # the raw gradient's norms, before any clipping
-        for p in self.clippers: p.transform_grads(st)
-        for p in self.fpols:
-            if p.scaling=='update' and p.phase=='after': continue
-            f = p.tensor_factors(st)
-            if p.scaling=='grad': st.f_grad = f if st.f_grad is None else st.f_grad*f
-            else: st.f_update = f if st.f_update is None else st.f_update*f
-        copy,st.u_state = self.scale_update,False
-        src = {p.update_source(self.n_steps, self.rule) for p in st.observers} - {None}
-        if src:  # the step's size read from the optimizer's state, or measured on a copy
-            st.u_state = src == {'state'} and self.rule is not None and not copy and all(lr*wd < .5 for lr,wd in zip(lrs, wds))
-            copy = copy or not st.u_state
-        if copy:
-            st.w_norm  # the pre-step norms, before the weights change
-            if 'w_old' not in meta.cache: meta.cache['w_old'] = [torch.empty_like(w) for w in meta.params]
-            torch._foreach_copy_(meta.cache['w_old'], meta.params)
-            st.d = meta.cache['w_old']
-        if self.fold_wd:
-            for s,wd in enumerate(wds):
-                idx = meta.decayed[s]
-                if wd and idx: torch._foreach_add_([gs[i] for i in idx], [meta.params[i] for i in idx], alpha=wd)
-            if st.f_grad is not None: torch._foreach_mul_(gs, list(st.f_grad.unbind()))
-        return st
-
-    def _after(self, st):
-        "After the step: update factors, policies' state, observers, the non-finite count"
-        if st.u_state: st._c['d'] = _update_norms(st, self._opt, self.rule, [0.]*len(st.lrs) if self.fold_wd else st.wds)
-        if st.d is not None:
-            d = st.d
-            torch._foreach_sub_(d, st.meta.params)  # w_old - w_new: minus the optimizer's own step
-            if st.observers: st.d_norm  # measured on the copy
-            f = st.f_update
-            for p in self.fpols:
-                if p.scaling=='update' and p.phase=='after': f = p.tensor_factors(st) if f is None else f*p.tensor_factors(st)
-            st.f_update = f
-            if f is not None: torch._foreach_addcmul_(st.meta.params, d, list((1-f).unbind()))  # w_new + (1-f)(w_old - w_new), one pass
-        for p in self.updaters: p.after_update(st)
-        for p in st.observers: p.observe(st)
-        n = st.computed_norms()
-        if n is not None:
-            bad = torch.isnan(n).sum()  # NaN, not inf: a 2-norm of large finite values can overflow to inf (fp16 above 65504)
-            self.n_bad = bad if self.n_bad is None else self.n_bad + bad
-
-    def _check_finite(self):
+    def check_finite(self):
         "Raise `FloatingPointError` if any step of the epoch had a NaN gradient (one host read per epoch)"
-        if self.n_bad is None or self.range_test: self.n_bad = None; return
-        n,self.n_bad = int(self.n_bad),None
-        if n: raise FloatingPointError(
+        n = self.pipe.take_bad()
+        if n and not self.range_test: raise FloatingPointError(
             f"fastai_llr: {n} tensor-steps of epoch {self.epoch} had NaN gradients (an infinite gradient makes the next ones NaN), "
             "so the weights they updated are no longer finite. "
             "Lower the rate, clip the gradients (`GradClip`), or train with `MixedPrecision`, which skips such steps.")
 
-    @property
-    def names(self)->list:
-        "The name of each slot (layer group × optimizer group) of the last training fit"
-        return None if self.record is None else self.record.slot_names
-    @property
-    def lrs(self)->np.ndarray|None:
-        "The rate applied to each slot at each step of the last training fit (steps × slots)"
-        return None if self.record is None else self.record.rates()
-    @property
-    def iters(self)->np.ndarray|None:
-        "The training iteration of each row of `lrs`"
-        return None if self.record is None else self.record.steps('lr')
+    names = property(lambda self: None if self.record is None else self.record.slot_names, doc="The name of each slot (layer group × optimizer group) of the last training fit")
+    lrs = property(lambda self: None if self.record is None else self.record.rates(), doc="The rate applied to each slot at each step of the last training fit (steps × slots)")
+    iters = property(lambda self: None if self.record is None else self.record.steps('lr'), doc="The training iteration of each row of `lrs`")
 
 # %% ../nbs/00_core.ipynb #f7f64f06
 def is_1d(name:str, # The tensor's name (its module path; not used)

@@ -10,7 +10,7 @@ import math
 from fastai.basics import *
 from fastai.callback.schedule import *
 from copy import deepcopy
-from .core import _in_range_test
+from .core import in_range_test
 from .checks import check_real, check_int, check_choice, check_reals
 
 # %% auto #0
@@ -376,7 +376,7 @@ class SnapshotEnsemble(Callback):
         if not isinstance(fname, str) or not fname: raise TypeError(f"`fname` must be a non-empty string, got {fname!r}.")
         store_attr()
     def before_fit(self):
-        self.range_test = _in_range_test(self.learn)  # a range test saves nothing
+        self.range_test = in_range_test(self.learn)  # a range test saves nothing
         if not self.range_test: self.saved = {}
     def before_epoch(self): self.skipped = False
     def after_cancel_epoch(self): self.skipped = True  # e.g. an epoch before `start_epoch` when resuming

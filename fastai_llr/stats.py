@@ -127,16 +127,6 @@ def plot_norms(self:GradClip,
     return ax
 
 # %% ../nbs/03_stats.ipynb #5998827c
-def _eff_rule(opt):
-    "How `opt`'s per-element step size `lr_t/(sqrt(v)+eps)` reads from its state: (key of `v`, bias-corrected?, Adagrad's rate decay?)"
-    inner = getattr(opt, 'opt', None)
-    if isinstance(inner, torch.optim.Optimizer):
-        if isinstance(inner, torch.optim.RMSprop): return ('square_avg', False, False)
-        if isinstance(inner, torch.optim.Adagrad): return ('sum', False, True)
-        return ('exp_avg_sq', True, False)  # Adam, AdamW, NAdam, RAdam...
-    steps = {getattr(f, '__name__', '') for f in getattr(opt, 'cbs', [])}
-    return ('sqr_avg', bool(steps & {'adam_step','radam_step','qhadam_step','lamb_step'}), False)  # fastai's RMSProp: no correction
-
 def _group_cols(cols, gidx, numel, n):
     "Per-tensor columns to per-group ones: rates and clip factors averaged by element count, norms root-sum-squared"
     wsum = torch.zeros(n, device=numel.device).index_add_(0, gidx, numel)
@@ -151,36 +141,33 @@ def _q_from_desc(desc, cnt, q):
     vl,vh = desc.gather(1, lo),desc.gather(1, hi)
     return vl + (vh-vl)*(pos-lo)
 
-def _eff_fast(st, state, hs, key, decay, K, cnt, V, debias, tag):
-    "Fill `V` with every tensor's (bias-corrected) subsample of `v`, from strided views cached per set of state tensors: three multi-tensor ops. False where that does not apply (state missing or not contiguous; a bias correction with torch's `step` tensors, which would have to be read on the host; centered RMSProp; Adagrad's rate decay)"
-    ss = [state.get(p, {}) for p in st.meta.params]
+def _eff_fast(st, opt, K, cnt, V, c):
+    "Fill `V` with every tensor's (bias-corrected) subsample of `v`, from strided views cached per set of state tensors in `c`: three multi-tensor ops. False where that does not apply (state missing or not contiguous; a bias correction with torch's `step` tensors, which would have to be read on the host; centered RMSProp; Adagrad's rate decay)"
+    (key,debias,decay),hs = opt.v_rule,opt.hypers
+    ss = [opt.state.get(p, {}) for p in st.meta.params]
     vs = [s.get(key) for s in ss]
-    c = st.meta.cache.get(tag + ('views',))
-    if c is None or any(a is not b for a,b in zip(c[0], vs)):
+    if c.get('views') is None or any(a is not b for a,b in zip(c['views'][0], vs)):
         if any(v is None or not v.is_contiguous() or (debias and torch.is_tensor(s.get('step'))) for v,s in zip(vs, ss)): return False
         if any(h.get('centered') or (decay and h.get('lr_decay', 0)) for h in (hs[g] for g in st.meta.group)): return False
         views = [v.view(-1)[::-(-v.numel()//K)] if v.numel() > K else v.view(-1) for v in vs]
-        pos = to_device([i*K + j for i,n in enumerate(cnt) for j in range(n)], st.meta.device, torch.long)
-        c = st.meta.cache[tag + ('views',)] = (vs, views, pos)
-    views,pos = c[1],c[2]
-    if debias:  # 1 - β2^t per tensor, host numbers
-        b2 = [h['sqr_mom'] if 'sqr_mom' in h else h['betas'][1] for h in (hs[g] for g in st.meta.group)]
-        views = torch._foreach_div(views, [1 - b**s.get('step', 1) for b,s in zip(b2, ss)])  # fastai's `step`: a Python int
+        c['views'] = (vs, views, to_device([i*K + j for i,n in enumerate(cnt) for j in range(n)], st.meta.device, torch.long))
+    _,views,pos = c['views']
+    if debias:  # 1 - β2^t per tensor, host numbers (fastai's `step`: a Python int)
+        views = torch._foreach_div(views, [1 - opt.beta2(hs[g])**s.get('step', 1) for g,s in zip(st.meta.group, ss)])
     V.view(-1).index_copy_(0, pos, torch.cat(views))
     return True
 
-def _eff_quantiles(st, opt, rule, q, max_elements, tag):
-    "Per tensor, quantiles `q` of the per-element step size `lr_t/(sqrt(v)+eps)` from `opt`'s second-moment state (`rule`: `_eff_rule`)"
-    state,hs,(key,debias,decay) = opt_state(opt),hyper_dicts(opt),rule
-    c = st.meta.cache.get(tag)
-    if c is None:
-        K = min(max_elements, max(p.numel() for p in st.meta.params))
-        cnt = [min(p.numel(), K) if p.numel() <= K else len(range(0, p.numel(), -(-p.numel()//K))) for p in st.meta.params]
-        c = st.meta.cache[tag] = (K, cnt, to_device(cnt, st.meta.device, torch.float32))
-    K,cnt,cnt_t = c
+def _eff_quantiles(st, opt, q, max_elements, c):
+    "Per tensor, quantiles `q` of the per-element step size `lr_t/(sqrt(v)+eps)` from the second-moment state of `opt` (an `OptAdapter`); `c`: the caller's store for this set of tensors"
+    state,hs,(key,debias,decay) = opt.state,opt.hypers,opt.v_rule
+    if 'K' not in c:
+        K = c['K'] = min(max_elements, max(p.numel() for p in st.meta.params))
+        c['cnt'] = [min(p.numel(), K) if p.numel() <= K else len(range(0, p.numel(), -(-p.numel()//K))) for p in st.meta.params]
+        c['cnt_t'] = to_device(c['cnt'], st.meta.device, torch.float32)
+    K,cnt = c['K'],c['cnt']
     V = torch.full((st.meta.n, K), float('inf'), device=st.meta.device)
     eps,scaled = [hs[g].get('eps', 1e-8 if key!='sum' else 1e-10) for g in st.meta.group],{}
-    if not _eff_fast(st, state, hs, key, decay, K, cnt, V, debias, tag):
+    if not _eff_fast(st, opt, K, cnt, V, c):
         for i,p in enumerate(st.meta.params):  # gather a subsample of v per tensor: two small ops each
             s,h = state.get(p, {}),hs[st.meta.group[i]]
             v = s.get(key)
@@ -188,17 +175,15 @@ def _eff_quantiles(st, opt, rule, q, max_elements, tag):
             if key=='square_avg' and h.get('centered') and 'grad_avg' in s: v = v - s['grad_avg']**2
             v = v.flatten()
             if v.numel() > K: v = v[::-(-v.numel()//K)]
-            if debias:
-                b2 = h['sqr_mom'] if 'sqr_mom' in h else h['betas'][1]
-                torch.div(v, 1 - b2**s.get('step', 1), out=V[i,:cnt[i]])  # torch keeps `step` on the CPU: a host scalar
+            if debias: torch.div(v, 1 - opt.beta2(h)**s.get('step', 1), out=V[i,:cnt[i]])  # torch keeps `step` on the CPU: a host scalar
             elif decay and h.get('lr_decay', 0):  # Adagrad: lr_t = lr·c, c = 1/(1+(t-1)·lr_decay) (its `step` lives on the CPU)
-                c = 1/(1+(float(s['step'])-1)*h['lr_decay'])
-                torch.div(v, c*c, out=V[i,:cnt[i]]); scaled[i] = eps[i]/c  # lr·c/(√v+ε) = lr/(√(v/c²)+ε/c)
+                f = 1/(1+(float(s['step'])-1)*h['lr_decay'])
+                torch.div(v, f*f, out=V[i,:cnt[i]]); scaled[i] = eps[i]/f  # lr·c/(√v+ε) = lr/(√(v/c²)+ε/c)
             else: V[i,:cnt[i]] = v
     e = st.meta.expand([hs[g].get('eps', eps[0]) for g in st.meta.slot_group])[:,None] if len(set(eps)) > 1 or scaled else eps[0]
     for i,ei in scaled.items(): e[i] = ei  # an asynchronous fill, no transfer
     eff = st.lr[:,None]/(V.sqrt() + e)  # the padding (inf) gives 0
-    return _q_from_desc(eff.sort(dim=1, descending=True).values, cnt_t, q)
+    return _q_from_desc(eff.sort(dim=1, descending=True).values, c['cnt_t'], q)
 
 class LayerStats(TensorPolicy):
     "Record per layer and step the learning rate actually applied, weight/gradient/update norms and the adaptive optimizer's effective step sizes"
@@ -229,35 +214,24 @@ class LayerStats(TensorPolicy):
     def setup(self):
         super().setup()
         self.adaptive = is_adaptive(self.opt)
-        self.adam = self.adaptive and bool(self.quantiles) and self.per=='tensor'
-        self._rule,self._gnames = _eff_rule(self.opt),(list(self.groups.names) if self.per=='group' else None)
-        if self.path is not None and not self.learn.layer_rates.range_test:
+        self.adam,self._gnames = self.adaptive and bool(self.quantiles) and self.per=='tensor',(list(self.groups.names) if self.per=='group' else None)
+        if self.path is not None and not in_range_test(self.learn):
             self.path.mkdir(parents=True, exist_ok=True)
             for f in self.path.glob('layer_stats_*.npz'): f.unlink()
-    def after_epoch(self): self._write()
-    def after_fit(self): self._write()
-    def _write(self):
-        "With `path`: move the rows recorded since the last write from the record to a file"
-        if self.path is None or getattr(self, '_rec', None) is None: return
-        steps,x = self._rec[0].pop((self._rec[1], 'row'))
-        if x is None or not len(x): return
-        df = self._frame(steps, x)
-        np.savez(self.path/f'layer_stats_{self.epoch:03d}.npz', **{c: df[c].to_numpy(dtype=str if c=='layer' else None) for c in df.columns})
+    def after_epoch(self): _write_rows(self)
+    def after_fit(self): _write_rows(self)
     def setup_meta(self, meta):
         super().setup_meta(meta)
         self._numel = to_device([float(p.numel()) for p in meta.params], meta.device, torch.float32)
         if self.adam: self._q = to_device(list(self.quantiles), meta.device, torch.float32)[None]
-
     def observe(self, st):
         "Called by the mechanism after the step: one row per layer, on the device"
         lr_g,clip = st.lr,(st.f_clip if st.f_clip is not None else torch.ones_like(st.lr))
-        lr = lr_g*st.factor(self.adaptive)
-        cols = [lr, lr_g, clip, st.w_norm, st.g_raw, st.u_norm]
+        cols = [lr_g*st.factor(self.adaptive), lr_g, clip, st.w_norm, st.g_raw, st.u_norm]
         if self.per=='group': cols = _group_cols(cols, self._gidx, self._numel, self.groups.n)
         row = torch.stack(cols, 1)
-        if self.adam: row = torch.cat([row, _eff_quantiles(st, self.opt, self._rule, self._q, self.max_elements, ('effq', id(self)))], 1)
+        if self.adam: row = torch.cat([row, _eff_quantiles(st, st.opt, self._q, self.max_elements, st.meta.store(self))], 1)
         self.log(st, 'row', row, per_tensor=self.per=='tensor')
-
     @property
     def layer_names(self)->list|None:
         "The layers of the last training fit's records: every tensor that had a gradient at some step, or the layer groups"
@@ -266,28 +240,39 @@ class LayerStats(TensorPolicy):
     @property
     def df(self)->pd.DataFrame:
         "The recorded statistics, one row per recorded step and layer (built once per state of the record; with `path`, read from the files)"
-        if self.path is not None: return self._make_df()
+        if self.path is not None: return _stats_df(self)
         n = None if self.record is None else len(self.logged_steps('row'))
         c = getattr(self, '_df', None)
-        if c is None or c[0] is not self.record or c[1] != n: self._df = c = (self.record, n, self._make_df())
+        if c is None or c[0] is not self.record or c[1] != n: self._df = c = (self.record, n, _stats_df(self))
         return c[2]
-    def _make_df(self):
-        x = None if self.record is None else self.logged('row')
-        mem = self._frame(self.logged_steps('row') if x is not None else None, x)
-        if self.path is None: return mem
-        files = [pd.DataFrame(dict(np.load(f))) for f in sorted(self.path.glob('layer_stats_*.npz'))]
-        return pd.concat(files + ([mem] if len(mem) else []), ignore_index=True) if files else mem
-    def _frame(self, steps, x):
-        "The rows `x` (steps × layers × columns) logged at `steps` as a DataFrame"
-        cols = ['lr','group_lr','clip_factor','w_norm','g_norm','u_norm'] + ([f'eff_q{int(round(100*q))}' for q in self.quantiles] if self.adam else [])
-        if x is None: return pd.DataFrame(columns=['step','layer','factor','u_over_w']+cols)
-        n_s,n_l = x.shape[:2]
-        df = pd.DataFrame(x.reshape(n_s*n_l, -1), columns=cols)
-        df.insert(0, 'layer', np.tile(np.array(self.layer_names, dtype=object), n_s))
-        df.insert(0, 'step', np.repeat(steps, n_l))
-        df.insert(4, 'factor', df['lr']/df['group_lr'].where(df['group_lr'] != 0))
-        df['u_over_w'] = df['u_norm']/df['w_norm'].where(df['w_norm'] != 0)
-        return df
+
+def _stats_frame(ls, steps, x):
+    "The rows `x` (steps × layers × columns) that the `LayerStats` `ls` logged at `steps`, as a DataFrame"
+    cols = ['lr','group_lr','clip_factor','w_norm','g_norm','u_norm'] + ([f'eff_q{int(round(100*q))}' for q in ls.quantiles] if ls.adam else [])
+    if x is None: return pd.DataFrame(columns=['step','layer','factor','u_over_w']+cols)
+    n_s,n_l = x.shape[:2]
+    df = pd.DataFrame(x.reshape(n_s*n_l, -1), columns=cols)
+    df.insert(0, 'layer', np.tile(np.array(ls.layer_names, dtype=object), n_s))
+    df.insert(0, 'step', np.repeat(steps, n_l))
+    df.insert(4, 'factor', df['lr']/df['group_lr'].where(df['group_lr'] != 0))
+    df['u_over_w'] = df['u_norm']/df['w_norm'].where(df['w_norm'] != 0)
+    return df
+
+def _stats_df(ls):
+    "Everything the `LayerStats` `ls` recorded in its last training fit: in memory, and with `path` in its files"
+    x = None if ls.record is None else ls.logged('row')
+    mem = _stats_frame(ls, ls.logged_steps('row') if x is not None else None, x)
+    if ls.path is None: return mem
+    files = [pd.DataFrame(dict(np.load(f))) for f in sorted(ls.path.glob('layer_stats_*.npz'))]
+    return pd.concat(files + ([mem] if len(mem) else []), ignore_index=True) if files else mem
+
+def _write_rows(ls):
+    "With `path`: move the rows the `LayerStats` `ls` recorded since the last write from the record to a file"
+    if ls.path is None or getattr(ls, '_rec', None) is None: return
+    steps,x = ls._rec[0].pop((ls._rec[1], 'row'))
+    if x is None or not len(x): return
+    df = _stats_frame(ls, steps, x)
+    np.savez(ls.path/f'layer_stats_{ls.epoch:03d}.npz', **{c: df[c].to_numpy(dtype=str if c=='layer' else None) for c in df.columns})
 
 # %% ../nbs/03_stats.ipynb #4fa9f14b
 @patch(as_prop=True)

@@ -2,13 +2,13 @@
 
 On a CPU there is no device to wait for, so the guard makes every Tensor -> Python conversion that would synchronise
 a CUDA device (`.item()`, `float()`, `int()`, `bool()`, `.tolist()`, `.numpy()`, `.cpu()`) raise while the layer-rate
-mechanism runs its per-step code (`LayerRates._step`, called by `opt.step`). On CUDA, `torch.cuda.set_sync_debug_mode('error')` is used as well.
+mechanism runs its per-step code (`StepPipeline.__call__`, called by `opt.step`). On CUDA, `torch.cuda.set_sync_debug_mode('error')` is used as well.
 """
 import pytest, torch
 from functools import partial
 from fastai.optimizer import Adam, SGD, OptimWrapper
 from fastai.torch_core import params, trainable_params
-from fastai_llr.core import LayerRates, LayerRatePolicy, synth_learner
+from fastai_llr.core import LayerRates, LayerRatePolicy, StepPipeline, synth_learner
 from fastai_llr.cyclical import CyclicalLLR
 from fastai_llr.adaptive import LARS, LARC, MADLR
 from fastai_llr.stats import GradClip, LayerStats
@@ -42,10 +42,10 @@ def guard(monkeypatch):
             try: return f(*args, **kwargs)
             finally: g.active = prev
         return _inner
-    # the mechanism's whole per-step work runs inside `opt.step`, in `LayerRates._step`; the optimizer's own step inside
+    # the mechanism's whole per-step work runs inside `opt.step`, in `StepPipeline.__call__`; the optimizer's own step inside
     # it (`orig`) is not ours to guard (torch's Adam reads its CPU step counter with `.item()`)
-    step = LayerRates._step
-    monkeypatch.setattr(LayerRates, '_step', with_guard(lambda self, orig, *a, **k: step(self, with_guard(orig, False), *a, **k), True))
+    step = StepPipeline.__call__
+    monkeypatch.setattr(StepPipeline, '__call__', with_guard(lambda self, orig, *a, **k: step(self, with_guard(orig, False), *a, **k), True))
     return g
 
 def _fit_guarded(learn, cbs):
