@@ -37,16 +37,17 @@ class LARS(FactorPolicy):
         super().setup()
         self.phase = 'after' if self.scaling=='update' else 'before'
         self.eta = self.trust_coeff if self.trust_coeff is not None else (1. if self.scaling=='update' else 1e-3)
-    def trust(self, st):
-        "The trust rate `η‖w‖/(‖g‖+wd‖w‖+ε)` (grad mode) or `η‖w‖/(‖u‖+ε)` (update mode), and where it is defined"
+    def trust(self, st, per_lr:bool=False):
+        "The trust rate `η‖w‖/(‖g‖+wd‖w‖+ε)` (grad mode) or `η‖w‖/(‖u‖+ε)` (update mode), with `per_lr` divided by `lr(t)` (LARC's ratio), and where it is defined"
         wn = self.agg(st.w_norm)
         if self.scaling=='grad':
-            gn = self.agg(st.g_norm)
-            r = self.eta*wn/(gn + st.wd*wn + self.eps)
-            return r,_ok(r, wn, gn)
-        dn = self.agg(st.d_norm)  # ‖w_old - w_new‖ = lr * ‖u‖
-        r = self.eta*wn*st.lr/(dn + self.eps*st.lr)
-        return r,_ok(r, wn, dn)
+            n = self.agg(st.g_norm)
+            den = n + st.wd*wn + self.eps
+            r = self.eta*wn/(den*st.lr if per_lr else den)
+        else:
+            n = self.agg(st.d_norm)  # ‖w_old - w_new‖ = lr‖u‖: η‖w‖/(‖u‖+ε) = lr·η‖w‖/(‖d‖+ε·lr)
+            r = (self.eta*wn if per_lr else self.eta*wn*st.lr)/(n + self.eps*st.lr)
+        return r,_ok(r, wn, n)
     def ratio(self, st):
         r,ok = self.trust(st)
         return torch.where(ok, r, 1.)
@@ -63,8 +64,8 @@ class LARC(LARS):
         super().__init__(trust_coeff, eps, **kwargs)
         self.sgd_below = check_real(sgd_below, 'sgd_below', lo=0, none_ok=True)
     def ratio(self, st):
-        r,ok = self.trust(st)
-        f = torch.where(ok, torch.clamp(r/st.lr, max=1.), 1.)  # local rate min(lr, r): factor min(1, r/lr) on the gradient or step
+        r,ok = self.trust(st, per_lr=True)
+        f = torch.where(ok, torch.clamp(r, max=1.), 1.)  # local rate min(lr, trust rate): factor min(1, trust rate/lr) on the gradient or step
         if self.sgd_below is not None and any(lr < self.sgd_below for lr in st.lrs):
             f = torch.where(st.meta.expand([float(lr < self.sgd_below) for lr in st.lrs]) > 0, 1., f)
         return f
@@ -107,6 +108,32 @@ def _mad_new_state(source, w, g, r, init):
     s = dict(mad_w=w, mad_g=g) if source=='grad' else dict(mad_prev=w, mad_e=torch.zeros_like(w), mad_r=r.clone())
     return {**s, 'mad_lam': torch.full((), init, device=w.device)}
 
+def _warm(c, xs):
+    "The entries of `xs` (one per tensor of the step) of the tensors that have MAD state (`c`: `_mad_cache`)"
+    return xs if c['all_warm'] else [xs[i] for i in c['warm']]
+
+def _put_warm(c, full, x):
+    "`full` (one value per tensor of the step) with the entries of the tensors that have MAD state set to `x`"
+    if c['all_warm']: return x
+    full[c['idx']] = x
+    return full
+
+def _warm_agg(agg, c, x, p):
+    "Group `p`-norms (`agg`: `TensorPolicy.agg`) over the tensors that have MAD state (new tensors count 0), for those tensors"
+    if c['all_warm']: return agg(x, p)
+    return agg(torch.zeros(len(c['warm'])+len(c['fresh']), device=x.device, dtype=x.dtype).index_copy_(0, c['idx'], x), p)[c['idx']]
+
+def _next_lam(est, ok, lams, lo, hi):
+    "λ of the step: the estimate `est` where it is defined (`ok`), else the previous λ (`lams`, 0-d state tensors), clamped to [`lo`, `hi`]; written back to `lams`"
+    new = torch.where(ok, est, torch.stack(lams))
+    if lo is not None or hi is not None: new = torch.clamp(new, lo, hi)
+    torch._foreach_copy_(lams, list(new.unbind()))
+    return new
+
+def _add_mad_state(state, params, pending, source, rates, init):
+    "Create the MAD state of the tensors seen for the first time (`pending`: their index, weights and gradient), `rates`: the rate each tensor was applied"
+    for i,w,g in pending: state[params[i]].update(_mad_new_state(source, w, g, rates[i], init))
+
 class MADLR(FactorPolicy):
     "Smith's MAD rate: `lr * ‖EMA(Δw)‖/‖EMA(Δg)‖` per layer, a secant estimate of the inverse curvature"
     def __init__(self,
@@ -134,11 +161,6 @@ class MADLR(FactorPolicy):
         self._s,self._sc = 1.,None
     def after_epoch(self): self._unscale()  # the optimizer state is saved between epochs (`SaveModelCallback`)
     def release(self): self._unscale(); super().release()
-    def _sub(self, c, xs): return xs if c['all_warm'] else [xs[i] for i in c['warm']]
-    def _group(self, c, x):
-        "Group norms over the tensors that have state (new tensors count 0), for those tensors"
-        if c['all_warm']: return self.agg(x, self.norm)
-        return self.agg(torch.zeros(len(self._adapt), device=x.device, dtype=x.dtype).index_copy_(0, c['idx'], x), self.norm)[c['idx']]
 
     def ratio(self, st):
         c = self._cache(st)
@@ -146,15 +168,12 @@ class MADLR(FactorPolicy):
         if c['warm']:
             secant = _secant_grad if self.source=='grad' else _secant_weights
             if c is not self._sc or self._s < 1e-6: self._unscale(); self._sc = c  # another set of tensors, or `1/s` growing large
-            num,den,scale,self._s = secant(c['bufs'], self._sub(c, st.ws), self._sub(c, st.gs), self.beta, self.norm, self._s)
-            if self.per=='group': num,den = self._group(c, num),self._group(c, den)
+            num,den,scale,self._s = secant(c['bufs'], _warm(c, st.ws), _warm(c, st.gs), self.beta, self.norm, self._s)
+            if self.per=='group': num,den = _warm_agg(self.agg, c, num, self.norm),_warm_agg(self.agg, c, den, self.norm)
             est = scale*num/den
             ok = _ok(est, num, den)
-            new = torch.where(ok, est, torch.stack(c['bufs'][-1]))  # undefined: keep the previous λ
-            if self.min_mult is not None or self.max_mult is not None: new = torch.clamp(new, self.min_mult, self.max_mult)
-            torch._foreach_copy_(c['bufs'][-1], list(new.unbind()))
-            if c['all_warm']: lam,raw = new,torch.where(ok, est, float('nan'))
-            else: lam[c['idx']] = new; raw[c['idx']] = torch.where(ok, est, float('nan'))
+            new = _next_lam(est, ok, c['bufs'][-1], self.min_mult, self.max_mult)
+            lam,raw = _put_warm(c, lam, new),_put_warm(c, raw, torch.where(ok, est, float('nan')))
         if c['fresh']: self._pending = [(i, st.ws[i].detach().clone(), st.gs[i].detach().clone() if self.source=='grad' else None) for i in c['fresh']]
         self.log(st, 'raw', raw)
         return lam
@@ -165,9 +184,8 @@ class MADLR(FactorPolicy):
         c = self._cache(st)
         if self.source=='weights' and c['warm']: torch._foreach_copy_(c['bufs'][2], list((f if c['all_warm'] else f[c['idx']]).unbind()))
         if not self._pending: return
-        state = opt_state(self.opt)
         self._unscale()  # the set of tensors with state changes
-        for i,w,g in self._pending: state[st.meta.params[i]].update(_mad_new_state(self.source, w, g, f[i], self.init))
+        _add_mad_state(opt_state(self.opt), st.meta.params, self._pending, self.source, f, self.init)
         self._pending = None
         st.meta.cache.pop(('mad', id(self)), None)
 

@@ -66,6 +66,37 @@ def _check_sched(s, g):
     for pct in np.linspace(0, 1, 101): check_real(s(float(pct)), f"scheds[{g}](pct={pct:.2f})", lo=0)
     return s
 
+def _linear_scheds(start, end, pct_start, pct_end)->list:
+    "One `LinMult` per group from `CyclicalLLR`'s `start`, `end`, `pct_start`, `pct_end` (each a number or one per group), checked"
+    if start is None and end is None and pct_end is None: start,end,pct_end = (2.,1.,.5),(.5,1.,2.),(.1,1.,1.)  # Smith's example
+    if start is None or end is None: raise ValueError("Give both `start` and `end` (or `scheds`).")
+    args = dict(start=start, end=end, pct_start=pct_start, pct_end=1. if pct_end is None else pct_end)
+    lens = {k:len(v) for k,v in args.items() if _listy(v)}
+    if len(set(lens.values())) > 1: raise ValueError(f"Per-group arguments disagree in length: {lens}.")
+    n = next(iter(lens.values()), 1)
+    if n == 0: raise ValueError("Per-group arguments are empty.")
+    per = {k:(list(v) if _listy(v) else [v]*n) for k,v in args.items()}
+    scheds = []
+    for g in range(n):
+        s,e = check_real(per['start'][g], f"start[{g}]", lo=0),check_real(per['end'][g], f"end[{g}]", lo=0)
+        ps,pe = check_real(per['pct_start'][g], f"pct_start[{g}]", lo=0, hi=1),check_real(per['pct_end'][g], f"pct_end[{g}]", lo=0, hi=1)
+        if pe <= ps: raise ValueError(f"Group {g}: `pct_end` ({pe}) must be greater than `pct_start` ({ps}).")
+        scheds.append(LinMult(s, e, ps, pe))
+    return scheds
+
+def _slot_layout(mech, pol)->tuple:
+    "When `mech` (the learner's `LayerRates`) binds `pol` at the start of a training fit: the layer group of `pol` of each slot (`None`: none) and each slot's element count"
+    i = mech.gpols.index(pol)
+    return [k[i] for k in mech.slot_key],[sum(p.numel() for p in ps) for ps in mech.slot_params]
+
+def _group_weights(slot_group:list, sizes:list, n:int)->np.ndarray:
+    "The slots × `n` groups matrix that turns per-slot rates into per-group ones: a group's slots weighted by their element count"
+    w = np.zeros((len(sizes), n))
+    for s,(g,sz) in enumerate(zip(slot_group, sizes)):
+        if g is not None: w[s,g] = sz or 1  # an empty optimizer group as a layer group: its one slot
+    tot = w.sum(0)
+    return np.divide(w, tot, out=np.full_like(w, np.nan), where=tot > 0)  # NaN: a group none of whose tensors the optimizer holds
+
 # %% ../nbs/01_cyclical.ipynb #2bbab51f
 class CyclicalLLR(LayerRatePolicy):
     "Multiply each layer group's learning rate by a multiplier that changes over training"
@@ -82,23 +113,8 @@ class CyclicalLLR(LayerRatePolicy):
                 raise ValueError("Pass either `scheds` or `start`/`end`/`pct_start`/`pct_end`, not both.")
             scheds = list(scheds) if _listy(scheds) else [scheds]
             if not scheds: raise ValueError("`scheds` is empty.")
-            n = len(scheds)
-        else:
-            if start is None and end is None and pct_end is None: start,end,pct_end = (2.,1.,.5),(.5,1.,2.),(.1,1.,1.)
-            if start is None or end is None: raise ValueError("Give both `start` and `end` (or `scheds`).")
-            args = dict(start=start, end=end, pct_start=pct_start, pct_end=1. if pct_end is None else pct_end)
-            lens = {k:len(v) for k,v in args.items() if _listy(v)}
-            if len(set(lens.values())) > 1: raise ValueError(f"Per-group arguments disagree in length: {lens}.")
-            n = first(lens.values()) or 1
-            if n == 0: raise ValueError("Per-group arguments are empty.")
-            per = {k:(list(v) if _listy(v) else [v]*n) for k,v in args.items()}
-            scheds = []
-            for g in range(n):
-                s,e = check_real(per['start'][g], f"start[{g}]", lo=0),check_real(per['end'][g], f"end[{g}]", lo=0)
-                ps,pe = check_real(per['pct_start'][g], f"pct_start[{g}]", lo=0, hi=1),check_real(per['pct_end'][g], f"pct_end[{g}]", lo=0, hi=1)
-                if pe <= ps: raise ValueError(f"Group {g}: `pct_end` ({pe}) must be greater than `pct_start` ({ps}).")
-                scheds.append(LinMult(s, e, ps, pe))
-        self.scheds = [_check_sched(s, g) for g,s in enumerate(scheds)]
+        else: scheds = _linear_scheds(start, end, pct_start, pct_end)
+        self.scheds,n = [_check_sched(s, g) for g,s in enumerate(scheds)],len(scheds)
         n_groups = check_int(n_groups, 'n_groups', lo=1, none_ok=True)
         if n_groups is not None and n > 1 and n_groups != n:
             raise ValueError(f"`n_groups`={n_groups} but {n} per-group schedules were given.")
@@ -107,14 +123,22 @@ class CyclicalLLR(LayerRatePolicy):
     def group_mults(self, pct):
         ms = [s(pct) for s in self.scheds]
         return ms*self.groups.n if len(ms)==1 else ms
+    def bind(self, out, key, keep):
+        "Also keep, for a training fit, this policy's layer groups and how the mechanism's slots make them up"
+        super().bind(out, key, keep)
+        if keep: self._layout = (list(self.groups.names), _group_weights(*_slot_layout(self.learn.layer_rates, self), self.groups.n))
     @property
     def lrs(self)->np.ndarray|None:
-        "The rate applied to each layer group (column) at each step (row) of the last training fit"
-        return None if self.record is None else self.record.rates()
+        "The rate applied to each layer group of this policy (column; group 0: the input side) at each step (row) of the last training fit; a group whose tensors trained at different rates gets their mean weighted by element count"
+        return None if self.record is None else self.record.rates() @ self._layout[1]
     @property
-    def iters(self)->np.ndarray|None: return None if self.record is None else self.record.steps('lr')
+    def iters(self)->np.ndarray|None:
+        "The training iteration of each row of `lrs`"
+        return None if self.record is None else self.record.steps('lr')
     @property
-    def lr_names(self)->list|None: return None if self.record is None else self.record.slot_names
+    def lr_names(self)->list|None:
+        "The name of each column of `lrs`: its layer group's span of modules (`first…last`)"
+        return None if self.record is None else self._layout[0]
 
 # %% ../nbs/01_cyclical.ipynb #14e85d49
 @patch(cls_method=True)
@@ -241,10 +265,13 @@ def plot_lrs(self:CyclicalLLR,
     figsize=None, # Size of the new figure (default (6, 4))
     log=False, # Log scale for the rate axis
 ):
-    "Plot the learning rate actually applied to each layer group at each iteration of the last `fit`"
-    if not hasattr(self, 'lrs'): raise ValueError("Nothing recorded yet: train with this callback first.")
+    "Plot the learning rate applied to each layer group at each iteration of the last `fit` (`lrs`); a group whose tensors trained at `k` different rates shows their element-weighted mean, labelled `(mean of k rates)`"
+    if self.record is None: raise ValueError("Nothing recorded yet: train with this callback first.")
     if ax is None: _,ax = plt.subplots(figsize=figsize or (6,4))
-    for g,nm in enumerate(self.lr_names): ax.plot(self.iters, self.lrs[:,g], label=group_label(g, nm))
+    rates,lrs = self.record.rates(),self.lrs
+    for g,nm in enumerate(self.lr_names):
+        k = np.unique(rates[:, self._layout[1][:,g] > 0], axis=1).shape[1]  # distinct rates among the group's slots
+        ax.plot(self.iters, lrs[:,g], label=group_label(g, nm) + (f' (mean of {k} rates)' if k > 1 else ''))
     ax.set_xlabel('iteration'); ax.set_ylabel('learning rate applied')
     if log: ax.set_yscale('log')
     ax.legend(fontsize='small')

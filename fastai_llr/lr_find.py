@@ -288,7 +288,7 @@ def lr_find_bs_sweep(self:Learner,
     return _sweep(self, 'bs', bss, 'dls', _with_bs, show_plot, kwargs)
 
 # %% ../nbs/05_lr_find.ipynb #74c9fbc8
-from .core import LayerRatePolicy, resolve_groups
+from .core import LayerRatePolicy, resolve_groups, group_label
 
 class GroupRangeTest(LayerRatePolicy):
     "Layer-rate policy for a range test: every group but `group` is held at `hold_lr` while the test sweeps the rate"

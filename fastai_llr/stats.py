@@ -21,38 +21,37 @@ def unitwise_norm(x:Tensor, # A weight or gradient tensor, output units along th
     "Norms per output unit: over every dimension but the first (the whole tensor for 0-D and 1-D tensors)"
     return torch.linalg.vector_norm(x) if x.ndim <= 1 else torch.linalg.vector_norm(x, dim=tuple(range(1, x.ndim)), keepdim=True)
 
-def _clip_global(st, gs, inc, adapt, idx, mx, eps):
-    "Scale the included gradients by `min(1, mx/‖all of them‖)`: (total norm, factor, factor per tensor)"
-    total = torch.linalg.vector_norm(st.g_norm if idx is None else st.g_norm[idx], 2.)
+def _clip_global(gn:Tensor, gs:list, mx:float)->tuple:
+    "Scale the gradients `gs` (norms `gn`) by `min(1, mx/‖all of them‖)`: (total norm, factor)"
+    total = torch.linalg.vector_norm(gn, 2.)
     f = torch.clamp(mx/(total + 1e-6), max=1.)
     torch._foreach_mul_(gs, f)
-    return total,f,torch.where(adapt, f, 1.)
+    return total,f
 
-def _clip_layer(st, gs, inc, adapt, idx, mx, eps):
-    "Scale each included gradient by `min(1, mx/‖g‖)`: (norms, factors, factors)"
-    fc = torch.where(adapt, torch.clamp(mx/(st.g_norm + 1e-6), max=1.), 1.)
-    torch._foreach_mul_(st.gs, list(fc.unbind()))
-    return st.g_norm,fc,fc
+def _clip_layer(gn:Tensor, gs:list, adapt:Tensor, mx:float)->Tensor:
+    "Scale each gradient of `gs` (norms `gn`) where `adapt` by `min(1, mx/‖g‖)`: the factors (1 where not `adapt`)"
+    fc = torch.where(adapt, torch.clamp(mx/(gn + 1e-6), max=1.), 1.)
+    torch._foreach_mul_(gs, list(fc.unbind()))
+    return fc
 
-def _clip_value(st, gs, inc, adapt, idx, mx, eps):
-    "Clamp every element to `[-mx, mx]`: (max |g| per tensor, 1 where clipped, no per-tensor factor)"
-    pre = torch.stack(torch._foreach_norm(st.gs, float('inf')))
+def _clip_value(gs_all:list, gs:list, adapt:Tensor, mx:float)->tuple:
+    "Clamp every element of `gs` (the included of `gs_all`) to `[-mx, mx]`: (max |g| of each of `gs_all`, 1 where an adapted one was clipped)"
+    pre = torch.stack(torch._foreach_norm(gs_all, float('inf')))
     torch._foreach_clamp_min_(gs, -mx); torch._foreach_clamp_max_(gs, mx)
-    return pre,torch.where(adapt, pre > mx, False).float(),None
+    return pre,torch.where(adapt, pre > mx, False).float()
 
-def _clip_agc(st, gs, inc, adapt, idx, mx, eps):
-    "Unit-wise (AGC): each output unit's gradient norm at most `mx·max(‖w_unit‖, eps)`: (norms, fraction of units clipped, no factor)"
-    fr = torch.zeros(st.meta.n, device=st.meta.device)
+def _clip_agc(ws:list, gs:list, inc:list, mx:float, eps:float)->Tensor:
+    "Unit-wise (AGC): each output unit's norm of the gradient `gs[j]` of weight `ws[inc[j]]` at most `mx·max(‖w_unit‖, eps)`: the fraction of units clipped of each of `ws`"
+    fr = torch.zeros(len(ws), device=ws[0].device)
     for i,g in zip(inc, gs):  # unit-wise norms: one set per tensor (no foreach op takes a dim)
-        bound,un = unitwise_norm(st.ws[i]).clamp_(min=eps)*mx,unitwise_norm(g)
+        bound,un = unitwise_norm(ws[i]).clamp_(min=eps)*mx,unitwise_norm(g)
         over = un > bound
         g.mul_(torch.where(over, bound/un.clamp(min=1e-6), 1.))
         fr[i] = over.float().mean()
-    return st.g_norm,fr,None
+    return fr
 
 class GradClip(TensorPolicy):
     "Clip gradients by global norm, per-layer norm, value or unit-wise (AGC), and record what was clipped"
-    _modes = {'global': _clip_global, 'layer': _clip_layer, 'value': _clip_value, 'agc': _clip_agc}
     def __init__(self,
         max_norm:float=1., # The threshold (the clip factor λ for 'agc', e.g. 0.01)
         mode:str='global', # 'global', 'layer', 'value' or 'agc'
@@ -68,7 +67,7 @@ class GradClip(TensorPolicy):
         inc,gs = self._included(st)
         if not inc: return
         gn,per = st.g_norm,self.mode!='global'
-        norm,fac,fc = self._modes[self.mode](st, gs, inc, self._adapt, None if len(inc)==st.meta.n else self._idx, self.max_norm, self.eps)
+        norm,fac,fc = self._clip(st, inc, gs)
         self.log(st, 'norm', norm, per_tensor=per); self.log(st, 'factor', fac, per_tensor=per)
         if fc is None:  # value, agc: not a factor per tensor; the norms after clipping are measured
             post = torch.stack(torch._foreach_norm(st.gs))
@@ -77,6 +76,13 @@ class GradClip(TensorPolicy):
         else: st.set_g_norm(gn*fc)
         st.f_clip = fc if st.f_clip is None else st.f_clip*fc
 
+    def _clip(self, st, inc, gs):
+        "This mode's clip of the included gradients `gs` (indices `inc`): (norm and factor to log, factor per tensor or `None`)"
+        gn,a,mx = st.g_norm,self._adapt,self.max_norm
+        if self.mode=='global': t,f = _clip_global(gn if len(inc)==st.meta.n else gn[self._idx], gs, mx); return t,f,torch.where(a, f, 1.)
+        if self.mode=='layer': f = _clip_layer(gn, st.gs, a, mx); return gn,f,f
+        if self.mode=='value': return *_clip_value(st.gs, gs, a, mx),None
+        return gn,_clip_agc(st.ws, gs, inc, mx, self.eps),None
     def _included(self, st):
         c = st.meta.cache.get(('clip', id(self)))
         if c is None:
@@ -84,7 +90,6 @@ class GradClip(TensorPolicy):
             c = st.meta.cache[('clip', id(self))] = (inc, to_device(inc, st.meta.device, torch.long))
         inc,self._idx = c
         return inc,(st.gs if len(inc)==st.meta.n else [st.gs[i] for i in inc])
-
     @property
     def norms(self)->Tensor|None:
         "The pre-clip norm of each step of the last training fit: global, or one per tensor (columns `self.record.seen_names`, NaN where absent); max |g| in 'value' mode"
