@@ -93,13 +93,13 @@ def _secant_weights(bufs, ws, gs, beta, nrm, s=1.):
     torch._foreach_copy_(P, ws)
     return num,den,torch.stack(R),1.
 
-def _mad_cache(st, state, keys, tag):
-    "The MAD buffers of the step's tensors that have them (cached per set of tensors; dropped when state is created)"
-    c = st.meta.cache.get(tag)
+def _mad_cache(st, state, keys, store):
+    "The MAD buffers of the step's tensors that have them (kept in the policy's `store` for this set of tensors; dropped when state is created)"
+    c = store.get('mad')
     if c is None:
         warm = [i for i,p in enumerate(st.meta.params) if p in state and 'mad_lam' in state[p]]
         ws_ = set(warm)
-        c = st.meta.cache[tag] = dict(warm=warm, all_warm=len(warm)==st.meta.n, fresh=[i for i in range(st.meta.n) if i not in ws_],
+        c = store['mad'] = dict(warm=warm, all_warm=len(warm)==st.meta.n, fresh=[i for i in range(st.meta.n) if i not in ws_],
                                       bufs=[[state[st.meta.params[i]][k] for i in warm] for k in keys], idx=to_device(warm, st.meta.device, torch.long))
     return c
 
@@ -154,7 +154,7 @@ class MADLR(FactorPolicy):
         self.keys = ('mad_w','mad_g','mad_lam') if source=='grad' else ('mad_prev','mad_e','mad_r','mad_lam')
     _pending,_s,_sc = None,1.,None  # also before any training fit (`after_epoch` fires in `validate`)
     def setup(self): super().setup(); self._pending,self._s,self._sc = None,1.,None
-    def _cache(self, st): return _mad_cache(st, opt_state(self.opt), self.keys, ('mad', id(self)))
+    def _cache(self, st): return _mad_cache(st, st.opt.state, self.keys, st.meta.store(self))
     def _unscale(self):
         "Make the buffers hold the averages themselves again (they hold `A/s` between such points: see `_secant_grad`)"
         if self._sc is not None and self._s != 1.: torch._foreach_mul_(self._sc['bufs'][0] + self._sc['bufs'][1], self._s)
@@ -187,7 +187,7 @@ class MADLR(FactorPolicy):
         self._unscale()  # the set of tensors with state changes
         _add_mad_state(opt_state(self.opt), st.meta.params, self._pending, self.source, f, self.init)
         self._pending = None
-        st.meta.cache.pop(('mad', id(self)), None)
+        st.meta.store(self).pop('mad', None)
 
     @property
     def raw_hist(self)->Tensor|None:

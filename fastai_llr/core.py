@@ -313,7 +313,7 @@ class TensorMeta:
         for s in slot: self.counts[s] += 1
         self.device = params[0].device if params else torch.device('cpu')
         self.set_do_wd([True]*len(params))
-        self._stores,self.cache = {},{}  # `cache`: being replaced by `store`
+        self._stores = {}
     def expand(self, slot_vals:list)->Tensor:
         "A device vector with each tensor's slot value (`slot_vals`: host numbers, one per slot) — O(slots) fills, no copy"
         if all(v == slot_vals[0] for v in slot_vals): return torch.full((self.n,), float(slot_vals[0]), device=self.device)
@@ -383,9 +383,10 @@ class Record:
     def __init__(self, names:list, # The name of every tensor of the optimizer: the columns of per-tensor logs
                  slot_names:list, # The name of every slot: the columns of the per-slot rates
                  slot_keys:dict=None, # Policy key -> its layer group of each slot (for the group policies)
+                 slot_sizes:list=None, # The number of elements of each slot
                  max_bytes:int=..., # Beyond this many bytes on the host, a key keeps every other row (its spacing doubles); default `Record.max_bytes`
                 ):
-        self.names,self.slot_names,self.slot_keys = list(names),list(slot_names),dict(slot_keys or {})
+        self.names,self.slot_names,self.slot_keys,self.slot_sizes = list(names),list(slot_names),dict(slot_keys or {}),slot_sizes
         self._dev,self._host,self._per_tensor,self.seen = {},{},{},set()
         self._step,self._n,self.stride = [],Counter(),Counter()
         self.max_bytes = Record.max_bytes if max_bytes is ... else check_int(max_bytes, 'max_bytes', lo=1, none_ok=True)
@@ -740,7 +741,8 @@ class LayerRates(Callback):
         for p in pols: p.setup()
         slots = SlotMap(opt, learn.model, [p for p in pols if _overrides(p, 'group_mults')])
         opt.bind(slots.group, slots.params)
-        out = Record([f[1] for f in slots.flat], slots.names, {pols.index(p):slots.slot_groups(i) for i,p in enumerate(slots.gpols)})
+        out = Record([f[1] for f in slots.flat], slots.names, {pols.index(p):slots.slot_groups(i) for i,p in enumerate(slots.gpols)},
+                     [sum(p.numel() for p in ps) for ps in slots.params])
         for i,p in enumerate(pols): p.bind(out, i, keep=not self.range_test)
         self.out = out  # this fit's record, a range test's included
         if not self.range_test: self.record,self.policies = out,pols

@@ -84,11 +84,6 @@ def _linear_scheds(start, end, pct_start, pct_end)->list:
         scheds.append(LinMult(s, e, ps, pe))
     return scheds
 
-def _slot_layout(mech, pol)->tuple:
-    "When `mech` (the learner's `LayerRates`) binds `pol` at the start of a training fit: the layer group of `pol` of each slot (`None`: none) and each slot's element count"
-    i = mech.gpols.index(pol)
-    return [k[i] for k in mech.slot_key],[sum(p.numel() for p in ps) for ps in mech.slot_params]
-
 def _group_weights(slot_group:list, sizes:list, n:int)->np.ndarray:
     "The slots × `n` groups matrix that turns per-slot rates into per-group ones: a group's slots weighted by their element count"
     w = np.zeros((len(sizes), n))
@@ -126,7 +121,7 @@ class CyclicalLLR(LayerRatePolicy):
     def bind(self, out, key, keep):
         "Also keep, for a training fit, this policy's layer groups and how the mechanism's slots make them up"
         super().bind(out, key, keep)
-        if keep: self._layout = (list(self.groups.names), _group_weights(*_slot_layout(self.learn.layer_rates, self), self.groups.n))
+        if keep: self._layout = (list(self.groups.names), _group_weights(out.slot_keys[key], out.slot_sizes, self.groups.n))
     @property
     def lrs(self)->np.ndarray|None:
         "The rate applied to each layer group of this policy (column; group 0: the input side) at each step (row) of the last training fit; a group whose tensors trained at different rates gets their mean weighted by element count"

@@ -84,11 +84,11 @@ class GradClip(TensorPolicy):
         if self.mode=='value': return *_clip_value(st.gs, gs, a, mx),None
         return gn,_clip_agc(st.ws, gs, inc, mx, self.eps),None
     def _included(self, st):
-        c = st.meta.cache.get(('clip', id(self)))
-        if c is None:
+        c = st.meta.store(self)
+        if 'inc' not in c:
             inc = [i for i,(n,p) in enumerate(zip(st.meta.names, st.meta.params)) if not self.excluded(n, p)]
-            c = st.meta.cache[('clip', id(self))] = (inc, to_device(inc, st.meta.device, torch.long))
-        inc,self._idx = c
+            c['inc'] = (inc, to_device(inc, st.meta.device, torch.long))
+        inc,self._idx = c['inc']
         return inc,(st.gs if len(inc)==st.meta.n else [st.gs[i] for i in inc])
     @property
     def norms(self)->Tensor|None:
