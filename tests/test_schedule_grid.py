@@ -75,9 +75,10 @@ def _multistep(N, pcts, factor=.1):
     return np.array([factor**bisect.bisect_right(ms, i) for i in range(N)])
 
 def _torch_lrs(make, N):
-    "The rate at each of `N` steps of a torch scheduler `make(optimizer)`"
+    "The rate at each of `N` steps of a torch scheduler `make(optimizer)`, stepped once per batch"
     o = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.); ref,res = make(o),[]
-    for _ in range(N): res.append(o.param_groups[0]['lr']); o.step(); ref.step()
+    o.step()  # torch wants an optimizer step before the scheduler's first; the rates do not depend on the weights
+    for _ in range(N): res.append(o.param_groups[0]['lr']); ref.step()
     return np.array(res)
 
 @functools.cache
