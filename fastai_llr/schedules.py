@@ -113,17 +113,19 @@ class SchedREX:
     ): self.lr_max = _rate(lr_max, 'lr_max')
     def __call__(self, pct): return self.lr_max*(1-pct)/(.5 + (1-pct)/2)
 
+_PCT_TOL = 1e-9  # a fraction of training counts as reached from `p - _PCT_TOL` on: far above fastai's rounding of `pct`, far below a step (see "Boundaries at integer steps")
+
 def _milestone(p, n):
     "The first step index `i` of `n` whose progress `i/n` is at least `p` (`ceil(p*n)`, immune to `p*n`'s float rounding)"
-    return math.ceil(p*n - 1e-9*max(1, n))
+    return math.ceil(p*n - _PCT_TOL*max(1, n))
 
 class SchedStep:
     "Step decay: × `factor` (0 < factor <= 1) at each of `pcts` (fractions of training in (0, 1); Smith's suggestion: 0.1 at 50%, 75% and 90%)"
     def __init__(self,
         lr_max, # Rate before the first drop (> 0): a number or one per parameter group
-        pcts=(.5,.75,.9), # Fractions of training, each in (0, 1), at which the rate is multiplied by `factor`
+        pcts=(.5,.75,.9), # Fractions of training, each in (0, 1), at which the rate is multiplied by `factor`: from the first step whose progress reaches the fraction (fastai's `pct` within 1e-9)
         factor=.1, # Multiplier applied at each of `pcts` (0 < factor <= 1)
-        n_iter:int=None, # Total steps: the drops happen at the integer steps `ceil(p*n_iter)` (`MultiStepLR`'s milestones)
+        n_iter:int=None, # Total steps, optional: the drops are then computed up front as the integer steps `ceil(p*n_iter)` (`MultiStepLR`'s milestones), the same steps as without it
     ):
         self.lr_max = _rate(lr_max, 'lr_max')
         self.pcts = tuple(check_reals(pcts, 'pcts', lo=0, lo_open=True, hi=1, hi_open=True))
@@ -132,7 +134,8 @@ class SchedStep:
         self.n_iter = check_int(n_iter, 'n_iter', lo=1, none_ok=True)
         self.milestones = None if n_iter is None else [_milestone(p, self.n_iter) for p in self.pcts]
     def __call__(self, pct):
-        if self.milestones is None: return self.lr_max*self.factor**sum(pct >= p for p in self.pcts)
+        if self.milestones is None:  # fastai's accumulated `pct` may lie just below a step's `i/N` (0.8999999999999999 at step 9 of 10)
+            return self.lr_max*self.factor**sum(pct >= p - _PCT_TOL for p in self.pcts)
         t = round(pct*self.n_iter)  # the step index: fastai's float `pct` is i/n up to rounding
         return self.lr_max*self.factor**sum(t >= m for m in self.milestones)
 
