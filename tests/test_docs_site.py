@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 import nbformat, pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # the site build and a browser: left out of the quick run
 CHROMIUM,DRIVER = '/usr/bin/chromium','/usr/bin/chromedriver'
 ART = Path(os.environ.get('DOCS_ARTIFACTS', ROOT/'tests'/'artifacts'))
 MODULES = ['core', 'cyclical', 'adaptive', 'stats', 'schedules', 'lr_find', 'integration', 'data', 'compare', 'demo', 'experiment', 'checks']
@@ -51,9 +52,10 @@ def _browser(width=1400):
     return webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=DRIVER))
 
 @pytest.fixture(scope='module')
-def site(tmp_path_factory):
+def site(tmp_path_factory, docs_build_lock):
     out = tmp_path_factory.mktemp('site')
-    r = subprocess.run([sys.executable, str(ROOT/'tools'/'docs.py'), str(out)], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    with docs_build_lock():  # the build writes _proc/ and _docs_src/ of the checkout, as the README check in test_nbdev_sync does
+        r = subprocess.run([sys.executable, str(ROOT/'tools'/'docs.py'), str(out)], capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     lines = [l for l in (r.stdout + r.stderr).splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith('docs: ') and '0 warnings' in lines[0], lines  # one summary line, nothing else
