@@ -2,11 +2,13 @@
 import subprocess, sys, shutil
 from pathlib import Path
 import pandas as pd
+import pytest
 
 def _cli():
     exe = shutil.which('fastai-llr')
     return [exe] if exe else [sys.executable, '-c', 'from fastai_llr.demo import main; main()']
 
+@pytest.mark.slow  # trains the demo's two runs
 def test_demo(tmp_path):
     r = subprocess.run(_cli() + ['demo', '--epochs', '2', '--out', str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]

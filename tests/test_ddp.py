@@ -5,6 +5,7 @@ import pytest, torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
+@pytest.mark.slow
 def test_ddp_two_processes(tmp_path):
     pytest.importorskip('accelerate', reason="fastai's distrib_ctx needs Hugging Face Accelerate (in the dev extras)")
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}

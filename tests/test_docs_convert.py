@@ -76,7 +76,10 @@ def test_readme_links_are_absolute():
     assert not re.search(r'\]\((?!https?://|#)[^)]*\)', txt), re.findall(r'\]\((?!https?://|#)[^)]*\)', txt)[:5]
     assert 'https://raw.githubusercontent.com/fastai-llr/fastai_llr/main/nbs/index_files/figure-1.png' in txt
     assert 'pip install fastai_llr' in txt and 'git clone https://github.com/fastai-llr/fastai_llr' in txt
-    assert 'pip install -e ".[dev]" && nbdev-test && pytest tests' in txt  # the test command CI runs
+    assert 'pip install -e ".[dev]"' in txt and 'export OMP_NUM_THREADS=1' in txt
+    assert 'nbdev-test && pytest -n 2 -m "not slow" tests' in txt and 'nbdev-test && pytest -n 2 tests' in txt  # the quick and the full test commands
+    ci = (ROOT/'.ci'/'run').read_text()  # CI runs the full one
+    assert 'export OMP_NUM_THREADS=1' in ci and '\nnbdev-test\n' in ci and 'pytest -n 2 tests ||' in ci
 
 def test_mkdocs_warnings_are_caught(tmp_path):
     "MkDocs runs in-process: a broken link or anchor comes back as a warning, so the build fails on it"

@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 import nbformat, pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # the site build and a browser: left out of the quick run
 CHROMIUM,DRIVER = '/usr/bin/chromium','/usr/bin/chromedriver'
 ART = Path(os.environ.get('DOCS_ARTIFACTS', ROOT/'tests'/'artifacts'))
 MODULES = ['core', 'cyclical', 'adaptive', 'stats', 'schedules', 'lr_find', 'integration', 'data', 'compare', 'demo', 'experiment', 'checks']
@@ -51,9 +52,10 @@ def _browser(width=1400):
     return webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=DRIVER))
 
 @pytest.fixture(scope='module')
-def site(tmp_path_factory):
+def site(tmp_path_factory, docs_build_lock):
     out = tmp_path_factory.mktemp('site')
-    r = subprocess.run([sys.executable, str(ROOT/'tools'/'docs.py'), str(out)], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    with docs_build_lock():  # the build writes _proc/ and _docs_src/ of the checkout, as the README check in test_nbdev_sync does
+        r = subprocess.run([sys.executable, str(ROOT/'tools'/'docs.py'), str(out)], capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     lines = [l for l in (r.stdout + r.stderr).splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith('docs: ') and '0 warnings' in lines[0], lines  # one summary line, nothing else
@@ -162,7 +164,7 @@ def test_site(site, driver):
             assert w / nw >= .8, f'{page}: {src} ({nw} px) shown at {w:.0f} px: its text is too small to read'
             if nw / nh > 2: assert nw >= .9 * col, f'{page}: multi-panel figure {src} ({nw} px) narrower than the text column ({col} px)'
         # no stderr, no directive, no hidden cell
-        code = '\n'.join(e.get_attribute('textContent') for e in driver.find_elements(By.CSS_SELECTOR, 'article pre'))
+        code = driver.execute_script("return [...document.querySelectorAll('article pre')].map(e => e.textContent).join('\\n')")  # one round trip
         assert not re.search(r'\w+Warning: |site-packages/', code), f'{page}: stderr output on the page'
         assert '#|' not in code, f'{page}: a `#|` directive on the page'
         shown = [l for l in hidden.get(page, []) if l in code]
@@ -174,17 +176,17 @@ def test_site(site, driver):
             assert sig, f'{page}: API entry {name} without a signature'
             if re.search(r'\(\s*[^)\s]', sig): assert rows, f'{page}: API entry {name} has parameters but no parameter table'
             for r in rows or []: assert len(r) == 4 and r[3], f'{page}: {name}: parameter {r[:1]} without a description'
-        heads = {h.get_attribute('id') for h in driver.find_elements(By.CSS_SELECTOR, 'article .api-name')}
+        heads = set(driver.execute_script("return [...document.querySelectorAll('article .api-name')].map(h => h.id)"))
         for obj in API.get(page, []): assert obj.lower() in heads, f'{page}: no API entry for {obj}'
-        txt = driver.find_element(By.CSS_SELECTOR, 'article').text
-        for obj,params in PARAMS.items():
-            if obj in API.get(page, []):
-                for p in params: assert p in txt, f'{page}: parameter {p} of {obj} not shown'
-        for a in driver.find_elements(By.CSS_SELECTOR, 'article .api-source a'):
+        if objs := [o for o in PARAMS if o in API.get(page, [])]:
+            txt = driver.find_element(By.CSS_SELECTOR, 'article').text  # the rendered text (slow on long pages): where it is checked
+            for obj in objs:
+                for p in PARAMS[obj]: assert p in txt, f'{page}: parameter {p} of {obj} not shown'
+        for href,ddef in driver.execute_script("return [...document.querySelectorAll('article .api-source a')].map(a => [a.href, a.getAttribute('data-def')])"):
             n_src += 1
-            m = re.match(r'https://github\.com/[^/]+/[^/]+/blob/[^/]+/(.+)#L(\d+)$', a.get_attribute('href'))
-            assert m, a.get_attribute('href')
-            short = a.get_attribute('data-def').rsplit('.', 1)[-1]
+            m = re.match(r'https://github\.com/[^/]+/[^/]+/blob/[^/]+/(.+)#L(\d+)$', href)
+            assert m, href
+            short = ddef.rsplit('.', 1)[-1]
             line = (ROOT/m.group(1)).read_text().splitlines()[int(m.group(2)) - 1]
             assert re.match(rf'\s*(async\s+)?(def|class)\s+{re.escape(short)}\b', line), f'{page}: source link of {short} points at {line!r}'
         if page in ('cyclical.html', 'fastai_llr.cyclical.html', 'tutorial_layer_rates.html'):

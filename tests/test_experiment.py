@@ -47,6 +47,7 @@ def _check_outputs(out):
         assert all(0 <= r['test_at_best'] <= 1 and 1 <= r['best_epoch'] <= 1 for r in recs)
     assert json.loads((out/'lr.json').read_text()) == {n: {'lr': .01, 'by': '--lr'} for n in NETS}
 
+@pytest.mark.slow  # trains the 20 runs, twice
 def test_end_to_end_then_resume(sample, tmp_path):
     out = tmp_path/'out'
     t0 = time.time()
@@ -68,6 +69,7 @@ def test_end_to_end_then_resume(sample, tmp_path):
     assert report.split('## Settings')[1] == (out/'report.md').read_text().split('## Settings')[1]  # the same tables (only the date may differ)
     assert again < first, (again, first)
 
+@pytest.mark.slow  # trains the 20 runs in two processes
 def test_shards_in_two_processes(sample, tmp_path):
     "Two processes with RANK=0/1, WORLD_SIZE=2 (as `accelerate launch` or `torchrun` set them) share the grid; the report comes once all is done"
     out = tmp_path/'out'

@@ -19,6 +19,7 @@ def test_export_and_clean_leave_tree_unchanged(tmp_path):
         changed = [str(f) for f in _files(a, pat) if not filecmp.cmp(a/f, b/f, shallow=False)]
         assert not changed, f"run nbdev-export and nbdev-clean, then commit: {changed} differ"
 
-def test_readme_is_generated_from_index():
-    r = subprocess.run([sys.executable, str(ROOT/'tools'/'docs.py'), 'readme', '--check'], capture_output=True, text=True, cwd=ROOT)
+def test_readme_is_generated_from_index(docs_build_lock):
+    with docs_build_lock():  # tools/docs.py writes _proc/ of the checkout, as the site build in test_docs_site does
+        r = subprocess.run([sys.executable, str(ROOT/'tools'/'docs.py'), 'readme', '--check'], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -45,12 +45,14 @@ def dists(tmp_path_factory):
     assert sdist.exists() and wheel.exists(), sorted(p.name for p in out.iterdir())
     return dict(src=src, out=out, sdist=sdist, wheel=wheel, version=v)
 
+@pytest.mark.slow  # builds the sdist and wheel
 def test_twine_check(dists):
     r = subprocess.run([sys.executable, '-m', 'twine', 'check', '--strict', str(dists['sdist']), str(dists['wheel'])],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert r.stdout.count('PASSED') == 2, r.stdout
 
+@pytest.mark.slow  # builds the sdist and wheel
 def test_wheel(dists):
     with zipfile.ZipFile(dists['wheel']) as z:
         names = set(z.namelist())
@@ -63,6 +65,7 @@ def test_wheel(dists):
     assert meta['Name'] == 'fastai_llr' and meta['Version'] == dists['version']
     assert not any(n.startswith(('nbs/', 'tests/', 'tools/')) for n in names)
 
+@pytest.mark.slow  # builds the sdist and wheel
 def test_sdist_readme(dists):
     with tarfile.open(dists['sdist']) as t:
         pkg = t.extractfile(f"fastai_llr-{dists['version']}/PKG-INFO").read().decode()

@@ -22,7 +22,9 @@ checks that the sample is pairwise complete for (policy, workflow), (workflow, o
 pair with the attach mode. Each policy appears 18 times, each workflow 17, each optimizer 30–31, each attach mode 102;
 44 cases check the applied rate against the formula. The list is generated at
 import, deterministically (independent of PYTHONHASHSEED); ids read `policy-workflow-optimizer-attach`. The whole file
-(306 cases + the coverage test) takes about 1 minute on 2 CPU cores.
+(306 cases + the coverage tests) takes about 1 minute on 2 CPU cores. The quick run (`pytest -m "not slow"`) keeps a
+cheap form of it, the 58 cases of `QUICK` (every (policy, attach) pair, workflow and optimizer, and a formula check of
+every policy the sample checks against its formula); the others are marked `slow`.
 
 Every case runs on the tiny setup of `fastai_llr.core.synth_learner` (its 6-layer MLP and its data, built as fastai
 `Datasets` so that `predict` and `export` work: 6 batches per epoch) with 1–3 epochs per fit, on one CPU thread, and asserts
@@ -578,6 +580,24 @@ def _build_cases():
 
 CASES = _build_cases()
 
+def _quick_cases():
+    """The cheap form of the matrix for the quick run (`pytest -m "not slow"`): the first cases, in the sample's order,
+    that cover every (policy, attach) pair, every workflow, every optimizer, and one check against the formula for every
+    policy the matrix checks against its formula; the other cases are marked `slow` (the full run has them all)."""
+    need = {('pa', p, a) for p in POLICIES for a in ATTACH} | {('w', w) for w in WORKFLOWS} | {('o', o) for o in OPTS}
+    need |= {('ref', p) for p,w,o,_ in CASES if _formula_checked(p, w, o)}
+    quick = []
+    for p,w,o,a in CASES:
+        got = {('pa', p, a), ('w', w), ('o', o)} | ({('ref', p)} if _formula_checked(p, w, o) else set())
+        if got & need: quick.append((p, w, o, a)); need -= got
+    return quick
+
+def _formula_checked(pol, wf, opt):
+    "Whether the case checks each step against the policy's formula (as `_Run` decides)"
+    return opt in PLAIN_SGD and wf not in NO_REF_WORKFLOWS and REFS.get(pol) is not None and not expects_error(pol, opt)
+
+QUICK = _quick_cases()
+
 def test_sample_covers_all_pairs():
     "The sample is pairwise complete: (policy, workflow), and (workflow, optimizer) and (policy, optimizer) where feasible"
     pw = {(p, w) for p,w,_,_ in CASES}
@@ -589,6 +609,13 @@ def test_sample_covers_all_pairs():
     assert {(w, a) for _,w,_,a in CASES} == {(w, a) for w in WORKFLOWS for a in ATTACH}
     assert {(o, a) for _,_,o,a in CASES} == {(o, a) for o in OPTS for a in ATTACH}
     assert len(CASES) == len(POLICIES)*len(WORKFLOWS) == 306
+
+def test_quick_cases_cover_every_level():
+    "The quick run's cases: every (policy, attach) pair, workflow and optimizer, and a formula check of every policy the matrix checks so"
+    assert {(p, a) for p,_,_,a in QUICK} == {(p, a) for p in POLICIES for a in ATTACH}
+    assert {w for _,w,_,_ in QUICK} == set(WORKFLOWS) and {o for _,_,o,_ in QUICK} == set(OPTS)
+    assert {p for p,w,o,_ in QUICK if _formula_checked(p, w, o)} == {p for p,w,o,_ in CASES if _formula_checked(p, w, o)}
+    assert set(QUICK) <= set(CASES) and len(QUICK) < len(CASES)//4, len(QUICK)
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Fixtures and the test
@@ -620,7 +647,7 @@ def _twin(wf, opt, tmp_path_factory):
         _TWINS[wf, opt] = r
     return _TWINS[wf, opt]
 
-@pytest.mark.parametrize('pol,wf,opt,attach', CASES, ids=['-'.join(c) for c in CASES])
+@pytest.mark.parametrize('pol,wf,opt,attach', [pytest.param(*c, id='-'.join(c), marks=() if c in QUICK else pytest.mark.slow) for c in CASES])
 def test_usage(pol, wf, opt, attach, tmp_path, tmp_path_factory):
     r = _Run(pol, wf, opt, attach, tmp_path)
     try: WORKFLOWS[wf](r)
