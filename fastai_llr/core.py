@@ -161,55 +161,66 @@ def _fn_name(f): return getattr(f, '__name__', None) or getattr(getattr(f, 'func
 
 class OptAdapter:
     "What the mechanism needs of one optimizer family, decided once per fit: each group's rate and weight decay, set per slot for one step and put back, and how the step reads from the optimizer's state"
-    wd_key,can_split,adaptive,rule,decoupled = 'wd',False,False,None,False
+    wd_key,can_split,rule,decoupled = 'wd',False,None,False
     v_rule = ('sqr_avg', False, False) # The second moment's state key, whether it is bias-corrected, whether the rate decays as Adagrad's
-    def __init__(self, opt): self.opt,self.slot_group,self.slot_params = opt,None,None # `opt`: the optimizer that takes the step
+    def __init__(self, opt): # The optimizer that takes the step (with fastai's `hypers`, e.g. a wrapper forwarding them)
+        self.opt,self.slot_group,self.slot_params = opt,None,None
+        self.adaptive = 'sqr_mom' in self.hypers[0]
     hypers = property(lambda self: self.opt.hypers, doc="The dict of each parameter group's hyper-parameters")
     state = property(lambda self: self.opt.state, doc="Parameter -> its state dict")
     def bind(self, slot_group:list, slot_params:list):
-        "The fit's slots: the optimizer group and the parameters of each"
-        if len(slot_group) != len(self.hypers) and not self.can_split: raise TypeError(
+        "The fit's slots (the optimizer group and the parameters of each); a group cut into several slots is swapped for per-slot groups at each step"
+        split = sorted(slot_group) != list(range(len(self.hypers)))
+        if split and not self.can_split: raise TypeError(
             f"{type(self.opt).__name__} cannot have its parameter groups split by layer; use a splitter giving "
             f"one parameter group per layer group, or a fastai `Optimizer` / `OptimWrapper`.")
         self.slot_group,self.slot_params = slot_group,slot_params
+        if split: self.set_step,self.restore = self.set_split,self.restore_split  # chosen once per fit
     def rates(self)->tuple:
         "The rate and the weight decay of each optimizer group now (host numbers)"
         hs = self.hypers
         return [h['lr'] for h in hs],[h.get(self.wd_key, 0.) for h in hs]
     @contextmanager
-    def override(self, lrs:list, zero_wd:bool=False):
+    def override(self, lrs:list, # The rate of each slot
+                 zero_wd:bool=False): # Weight decay 0 for the step (it was folded into the gradients)
         "For the step inside: each slot at its rate `lrs` (and weight decay 0 if `zero_wd`); put back in a `finally`"
         saved = self.set_step(lrs, zero_wd)
         try: yield
         finally: self.restore(saved)
     def set_step(self, lrs:list, zero_wd:bool):
-        "Each slot at its rate `lrs` (and weight decay 0 if `zero_wd`) for one step; returns what `restore` puts back after it"
-        saved = self.rates()  # a wrapper that forwards `set_hyper`, e.g. fastai's `Lookahead`: one slot per group
-        self.opt.set_hyper('lr', lrs)
-        if zero_wd: self.opt.set_hyper(self.wd_key, [0.]*len(lrs))
-        return saved[0],(saved[1] if zero_wd else None)
+        "Each slot at its rate `lrs` (and weight decay 0 if `zero_wd`) for one step, in the groups' own dicts (each slot a whole group); returns what `restore` puts back"
+        hs,wk = self.hypers,self.wd_key
+        saved = [(h['lr'], h.get(wk)) for h in hs]
+        for g,lr in zip(self.slot_group, lrs):
+            hs[g]['lr'] = lr
+            if zero_wd: hs[g][wk] = 0.
+        return saved
     def restore(self, saved):
-        self.opt.set_hyper('lr', saved[0])
-        if saved[1] is not None: self.opt.set_hyper(self.wd_key, saved[1])
+        "Put back what `set_step` changed"
+        for h,(lr,wd) in zip(self.hypers, saved):
+            h['lr'] = lr
+            if wd is None: h.pop(self.wd_key, None)
+            else: h[self.wd_key] = wd
     def beta2(self, h:dict)->float: return h['sqr_mom']
     def step_count(self, s:dict): return s.get('step', 1)
 
 class FastaiOpt(OptAdapter):
     "A fastai `Optimizer` that owns its groups (`param_lists`, `hypers`); its steppers (`adam_step`...) tell the rule"
     can_split = True
-    def __init__(self, opt):
+    def __init__(self, opt): # A fastai `Optimizer` (not a wrapper forwarding to one)
         super().__init__(opt)
-        self.adaptive,ns = 'sqr_mom' in opt.hypers[0],[_fn_name(f) for f in opt.cbs]
+        ns = [_fn_name(f) for f in opt.cbs]
         self.decoupled = 'weight_decay' in ns
         if ns and ns[-1] in ('sgd_step','momentum_step') and set(ns[:-1]) <= {'weight_decay','l2_reg','average_grad'}: self.rule = 'fastai_sgd'
         elif ns and ns[-1]=='adam_step' and set(ns[:-1]) <= {'weight_decay','l2_reg','average_grad','average_sqr_grad','step_stat'}: self.rule = 'fastai_adam'
         self.v_rule = ('sqr_avg', bool(set(ns) & {'adam_step','radam_step','qhadam_step','lamb_step'}), False)  # RMSProp: no correction
-    def set_step(self, lrs, zero_wd):
+    def set_split(self, lrs, zero_wd):
+        "`set_step` when a group is cut: per-slot parameter lists and hyper-parameter dicts swapped in for the step"
         o,wd = self.opt,({self.wd_key: 0.} if zero_wd else {})
         saved = o.param_lists,o.hypers
         o.param_lists,o.hypers = self.slot_params,[{**saved[1][g], 'lr': lr, **wd} for g,lr in zip(self.slot_group, lrs)]
         return saved
-    def restore(self, saved): self.opt.param_lists,self.opt.hypers = saved
+    def restore_split(self, saved): self.opt.param_lists,self.opt.hypers = saved
     def step_terms(self, st:StepStats)->tuple:
         "The step `w_new − w_old = −(a·lr·v + lr·wd·w_old)` read from the state: `v` per tensor, `a` (`None`: 1), whether decay is decoupled"
         if self.rule=='fastai_adam': return (*_adam_dirs(st, self, 'grad_avg', lambda h: h['mom']), self.decoupled)
@@ -220,7 +231,7 @@ class TorchOpt(OptAdapter):
     wd_key,can_split = 'weight_decay',True
     hypers = property(lambda self: self.opt.opt.param_groups)
     state = property(lambda self: self.opt.opt.state)
-    def __init__(self, opt):
+    def __init__(self, opt): # A fastai `OptimWrapper`
         super().__init__(opt)
         o,gs = opt.opt,opt.opt.param_groups
         self.adaptive = not isinstance(o, torch.optim.SGD)
@@ -230,12 +241,12 @@ class TorchOpt(OptAdapter):
         self.decoupled = type(o) is torch.optim.AdamW or gs[0].get('decoupled_weight_decay', False)
         self.v_rule = (('square_avg', False, False) if isinstance(o, torch.optim.RMSprop) else ('sum', False, True)
                        if isinstance(o, torch.optim.Adagrad) else ('exp_avg_sq', True, False))  # Adam, AdamW, NAdam, RAdam...
-    def set_step(self, lrs, zero_wd):
+    def set_split(self, lrs, zero_wd):
         o,wd = self.opt.opt,({self.wd_key: 0.} if zero_wd else {})
         saved = o.param_groups
         o.param_groups = [{**saved[g], 'params': ps, 'lr': lr, **wd} for g,ps,lr in zip(self.slot_group, self.slot_params, lrs)]
         return saved
-    def restore(self, saved): self.opt.opt.param_groups = saved
+    def restore_split(self, saved): self.opt.opt.param_groups = saved
     def beta2(self, h): return h['betas'][1]
     def step_count(self, s): return float(s['step']) if 'step' in s else 1  # torch keeps `step` on the CPU: no device sync
     def step_terms(self, st):
@@ -497,7 +508,8 @@ def step_norms(st:StepStats, # The step just taken (`st.lrs`: its per-slot rates
     return torch.stack(out)
 
 # %% ../nbs/00_core.ipynb #7791bf3d
-def in_range_test(learn:Learner)->bool:
+def in_range_test(learn:Learner, # The learner
+                 )->bool:
     "Whether `learn` is running a range test (fastai's `lr_find`: an `LRFinder` among its callbacks)"
     return any(isinstance(cb, LRFinder) for cb in learn.cbs)
 
@@ -585,6 +597,9 @@ class SlotMap:
         self.names = [(' | '.join(lg.names[k] for lg,k in zip(groups, key) if k is not None) or on[g])
                       + (f' (optimizer group {g})' if nk[key] > 1 and groups else '') for key,g in zip(self.keys, self.group)]
         self.flat = [(p, pn.get(p, '?'), s) for s,pl in enumerate(self.params) for p in pl]  # every tensor in slot order
+        order = [p for pl in opt.opt.param_lists for p in pl]  # the optimizer's order: the columns of the records
+        pos = {id(p):i for i,p in enumerate(order)}
+        self.tensor_names,self.col = [pn.get(p, '?') for p in order],[pos[id(f[0])] for f in self.flat]
     @staticmethod
     def _group_of(lg, p, pol, pn):
         if p in lg.group_of: return lg.group_of[p]
@@ -641,7 +656,7 @@ class StepPipeline:
         if key not in self.metas:
             fl = [self.slots.flat[i] for i in key]
             self.metas[key] = meta = TensorMeta([f[0] for f in fl], [f[1] for f in fl], [f[2] for f in fl],
-                                                [self.slots.group[f[2]] for f in fl], self.slots.group, key)
+                                                [self.slots.group[f[2]] for f in fl], self.slots.group, tuple(self.slots.col[i] for i in key))
             state = self.opt.state if isinstance(self.opt, FastaiOpt) else {}  # torch optimizers decay every tensor of a group
             meta.set_do_wd([state[p].get('do_wd', True) if p in state else True for p in meta.params])  # fastai's `wd_bn_bias=False`
             if meta.n:
@@ -704,12 +719,14 @@ class _GuardedStep:
     def __init__(self, mech, orig, found): self.mech,self.orig,self.found = mech,orig,found
     def __call__(self, *args, **kwargs):
         m = self.mech
-        if not m.active: return self.orig(*args, **kwargs)
-        return m.pipe(self.orig, 0. if m.range_test else m.learn.pct_train, m.learn.train_iter, *args, **kwargs)  # a range test: the multipliers of the start
+        if not m.active or m.in_step: return self.orig(*args, **kwargs)  # in a step already: reached again through a wrapper around an older guard
+        m.in_step = True
+        try: return m.pipe(self.orig, 0. if m.range_test else m.learn.pct_train, m.learn.train_iter, *args, **kwargs)  # a range test: the multipliers of the start
+        finally: m.in_step = False
 
 class LayerRates(Callback):
     "The layer-rate mechanism's fastai lifecycle: starts a `StepPipeline` at the first training step of a fit, ends it with the fit, keeps the record"
-    order,run_valid,active,record,out,policies,rng,pipe,_guard = LLR_ORDER,False,False,None,None,[],None,None,None
+    order,run_valid,active,in_step,record,out,policies,rng,pipe,_guard = LLR_ORDER,False,False,False,None,None,[],None,None,None
     def __init__(self): pass  # added by the policies (`attach`), never by hand
     @property
     def name(self): return 'layer_rates'
@@ -741,7 +758,7 @@ class LayerRates(Callback):
         for p in pols: p.setup()
         slots = SlotMap(opt, learn.model, [p for p in pols if _overrides(p, 'group_mults')])
         opt.bind(slots.group, slots.params)
-        out = Record([f[1] for f in slots.flat], slots.names, {pols.index(p):slots.slot_groups(i) for i,p in enumerate(slots.gpols)},
+        out = Record(slots.tensor_names, slots.names, {pols.index(p):slots.slot_groups(i) for i,p in enumerate(slots.gpols)},
                      [sum(p.numel() for p in ps) for ps in slots.params])
         for i,p in enumerate(pols): p.bind(out, i, keep=not self.range_test)
         self.out = out  # this fit's record, a range test's included
