@@ -208,7 +208,7 @@ class Comparison:
 # %% ../nbs/08_compare.ipynb #ef3c6636
 def load_runs(path, # The folder `compare` saved runs to (its `path`)
              )->tuple: # `(records, rates)`: `{(config, seed): record}` and `{(config, seed): DataFrame of per-layer rates}`, both empty if nothing is saved
-    "The runs that `compare` saved in `path`: one record per finished run (as `Comparison.records` holds them) and the per-layer rates of those run with `layer_stats`"
+    "The runs that `compare` saved in `path`: one record per finished run (as `Comparison.records` holds them) and the per-layer rates of the runs made with `layer_stats`"
     f = Path(path)/'runs.jsonl'
     if not f.exists(): return {},{}
     recs,rates = {},{}
