@@ -6,7 +6,7 @@ Docs: https://fastai-llr.github.io/fastai_llr/compare.html.md"""
 
 # %% ../nbs/08_compare.ipynb #af63591e
 from __future__ import annotations
-import json, time, inspect, tempfile, functools, types
+import json, time, tempfile, functools, types
 from copy import deepcopy
 from fastai.basics import *
 from fastai.callback.schedule import *
@@ -17,7 +17,7 @@ from .checks import check_choice, check_real, check_int
 import fastai_llr.schedules  # the `Learner.fit_*` entry points a `TrainConfig` can name
 
 # %% auto #0
-__all__ = ['TrainConfig', 'paired_ci', 'Comparison', 'compare', 'clr_fit', 'protocol_configs']
+__all__ = ['TrainConfig', 'paired_ci', 'Comparison', 'load_runs', 'compare', 'clr_fit', 'protocol_schedules', 'protocol_configs']
 
 # %% ../nbs/08_compare.ipynb #6fe236b2
 def _name(o): return getattr(o, '__name__', None) or type(o).__name__
@@ -33,19 +33,26 @@ def _stable(o)->str:
     attrs = [f'{k}={_stable(v)}' for k,v in sorted(vars(o).items()) if not k.startswith('_') and k not in ('learn','run')] if hasattr(o, '__dict__') else []
     return f"{type(o).__name__}({', '.join(attrs)})"
 
+_LR_ARG = {'fit': 'lr', 'fit_flat_cos': 'lr', 'fine_tune': 'base_lr'}  # fastai's fits whose rate is not `lr_max`
+def _default_lr_arg(fit): return _LR_ARG.get(fit, 'lr_max') if isinstance(fit, str) else None
+
 class TrainConfig:
     "One training setup of a comparison"
     def __init__(self, name:str, # Row label in the results
                  lr:float=1e-2, # Global (peak) rate passed to `fit`
-                 fit='fit_one_cycle', # A `Learner` method name called as `learn.<fit>(epochs, lr, **fit_kwargs)`, or `f(learn, epochs, lr)`
+                 fit='fit_one_cycle', # A `Learner` method name, called as `learn.<fit>(epochs, <lr_arg>=lr, **fit_kwargs)`, or a function called as `fit(learn, epochs, lr, **fit_kwargs)`
                  opt_func=Adam, # The optimizer
                  cbs=None, # Callbacks (copied for every run) or a function returning them
                  wd:float=None, # Weight decay (None: the optimizer's default)
+                 lr_arg:str=None, # The keyword of the `Learner` method that takes `lr` (default: `lr` for `fit` and `fit_flat_cos`, `base_lr` for `fine_tune`, `lr_max` for every other: the scheduled fits of fastai and of this package)
                  **fit_kwargs): # Extra arguments of `fit`
         if not isinstance(name, str) or not name: raise ValueError(f"`name` must be a non-empty string, got {name!r}.")
         if not (isinstance(fit, str) or callable(fit)): raise TypeError(f"`fit` must be a Learner method name or a function, got {fit!r}.")
         if isinstance(fit, str) and not callable(getattr(Learner, fit, None)): raise ValueError(f"`Learner` has no method {fit!r}.")
+        if lr_arg is not None and not isinstance(fit, str): raise ValueError("`lr_arg` names a keyword of a `Learner` method: a function `fit` takes `lr` as its third argument.")
+        if lr_arg is not None and not (isinstance(lr_arg, str) and lr_arg.isidentifier()): raise TypeError(f"`lr_arg` must be a keyword name, got {lr_arg!r}.")
         store_attr('name,lr,fit,opt_func,cbs,wd')
+        self.lr_arg = lr_arg or _default_lr_arg(fit)
         self.fit_kwargs = fit_kwargs
     def make_cbs(self):
         "Fresh callbacks for one run"
@@ -54,16 +61,13 @@ class TrainConfig:
     def desc(self)->str:
         "What identifies this setup in saved results: the schedule, rate, optimizer and callbacks with their settings"
         fit = self.fit if isinstance(self.fit, str) else _name(self.fit)
-        kw = ','.join(f'{k}={_stable(v)}' for k,v in sorted(self.fit_kwargs.items()))
+        kws = dict(self.fit_kwargs, **({} if self.lr_arg == _default_lr_arg(self.fit) else {'lr_arg': self.lr_arg}))  # the default leaves saved runs' descriptions as they were
+        kw = ','.join(f'{k}={_stable(v)}' for k,v in sorted(kws.items()))
         return f"{fit}(lr={self.lr!r}{','+kw if kw else ''}) opt={_stable(self.opt_func)} wd={self.wd!r} cbs=[{', '.join(_stable(c) for c in self.make_cbs())}]"
     def run_fit(self, learn, epochs):
-        "`fit(learn, epochs, lr, **fit_kwargs)`, or `learn.<fit>(epochs, lr_max=lr | lr=lr, **fit_kwargs)` (the rate by keyword)"
+        "Train `learn` for `epochs`: `learn.<fit>(epochs, <lr_arg>=lr, **fit_kwargs)` for a method name, `fit(learn, epochs, lr, **fit_kwargs)` for a function"
         if callable(self.fit): return self.fit(learn, epochs, self.lr, **self.fit_kwargs)
-        m = getattr(learn, self.fit)
-        ps = inspect.signature(m).parameters
-        key = 'lr_max' if 'lr_max' in ps else 'lr' if 'lr' in ps else None
-        if key is None: raise TypeError(f"`Learner.{self.fit}` takes neither `lr_max` nor `lr`; pass a function as `fit`.")
-        m(epochs, **{key: self.lr}, **self.fit_kwargs)
+        return getattr(learn, self.fit)(epochs, **{self.lr_arg: self.lr}, **self.fit_kwargs)
     def __repr__(self): return f"TrainConfig({self.name!r}: {self.desc()})"
 
 # %% ../nbs/08_compare.ipynb #d724f4f1
@@ -202,13 +206,9 @@ class Comparison:
         return ax
 
 # %% ../nbs/08_compare.ipynb #ef3c6636
-def _dls_for(dls_fn, seed):
-    "`dls_fn(seed)` if it takes an argument, else `dls_fn()`"
-    try: n = len(inspect.signature(dls_fn).parameters)
-    except (TypeError, ValueError): n = 1
-    return dls_fn(seed) if n else dls_fn()
-
-def _load(path):
+def load_runs(path, # The folder `compare` saved runs to (its `path`)
+             )->tuple: # `(records, rates)`: `{(config, seed): record}` and `{(config, seed): DataFrame of per-layer rates}`, both empty if nothing is saved
+    "The runs that `compare` saved in `path`: one record per finished run (as `Comparison.records` holds them) and the per-layer rates of the runs made with `layer_stats`"
     f = Path(path)/'runs.jsonl'
     if not f.exists(): return {},{}
     recs,rates = {},{}
@@ -254,7 +254,7 @@ def _to_target(hist, target, higher):
 
 # %% ../nbs/08_compare.ipynb #e4963282
 def compare(configs:list, # `TrainConfig`s (names unique)
-            dls_fn, # `dls_fn(seed)` (or `dls_fn()`) -> `DataLoaders`
+            dls_fn, # `dls_fn(seed)` -> `DataLoaders`, called with the run's seed (a function that ignores it gives every seed the same data)
             model_fn, # `model_fn()` -> a fresh model (called right after `set_seed(seed)`)
             epochs:int=5, # Epochs per run
             seeds=(0,1,2), # One run per config per seed
@@ -276,7 +276,8 @@ def compare(configs:list, # `TrainConfig`s (names unique)
     if not seeds: raise ValueError("`seeds` is empty.")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1: raise ValueError(f"`epochs` must be an integer >= 1, got {epochs!r}.")
     mname = _name(metric)
-    done,rates = _load(path) if path is not None else ({},{})
+    if not callable(dls_fn) or not callable(model_fn): raise TypeError("`dls_fn` and `model_fn` must be functions: `dls_fn(seed)`, `model_fn()`.")
+    done,rates = load_runs(path) if path is not None else ({},{})
     for (c,s),r in done.items():
         cfg = next((x for x in configs if x.name == c), None)
         if cfg is not None and s in seeds and (r['desc'] != cfg.desc() or r['epochs'] != epochs or r['metric'] != mname):
@@ -292,7 +293,7 @@ def compare(configs:list, # `TrainConfig`s (names unique)
     it = progress_bar(todo, leave=False) if show_progress and todo else todo
     for s,c in it:
         set_seed(s)
-        dls = _dls_for(dls_fn, s)
+        dls = dls_fn(s)
         set_seed(s)
         model = model_fn()
         cbs = c.make_cbs()
@@ -323,7 +324,7 @@ def compare(configs:list, # `TrainConfig`s (names unique)
             with learn.no_bar(), learn.no_logging(): rec['test_final'],rec['test_at_best'] = _test_metrics(learn, keep)
         done[(c.name, s)] = rec
         if path is not None: _save(path, rec, r_df)
-    if shard is not None: done,rates = _load(path)  # what every process has finished so far
+    if shard is not None: done,rates = load_runs(path)  # what every process has finished so far
     recs = [done[(c.name, s)] for c in configs for s in seeds if (c.name, s) in done]
     for r in recs:  # a target given now applies to runs loaded from disk too
         e = _to_target(r['history'], target, higher_is_better)
@@ -340,6 +341,10 @@ def clr_fit(learn:Learner, # The learner to train
     learn.fit_clr(epochs, lr, div=div, cycle_epochs=epochs/n_cycles)
 
 _SCHEDULES = {'step': 'fit_step_decay', 'clr': clr_fit, '1cycle': 'fit_one_cycle'}
+def protocol_schedules()->dict: # `{name: fit}`: 'step', 'clr' and '1cycle', each with the `TrainConfig` `fit` that trains under it
+    "The global schedules of Smith's protocol, as `protocol_configs` takes them, with the fit of each"
+    return dict(_SCHEDULES)
+
 def protocol_configs(lr:float, # Peak (or starting) rate of the global schedule, the same for every config
                      schedule:str='step', # 'step', 'clr', '1cycle' or 'per-group' (see the table above)
                      n_groups:int=5, # Layer groups by depth

@@ -1,4 +1,4 @@
-"""Data that needs no network — MNIST-1D (generated) and scikit-learn's 8×8 digits (shipped) — loaders for MNIST and CIFAR-10 through fastai's `untar_data` for machines with network access, and the models of Smith's plan: LeNet-style CNNs, the 1-D CNN, small `xresnet`s of configurable depth.
+"""Data that needs no network — MNIST-1D (generated) and scikit-learn's 8×8 digits (shipped) — loaders for MNIST and CIFAR-10 through fastai's `untar_data` for machines with network access, the one split helper and the one builder of loaders on in-memory tensors that they share, and the models of Smith's plan: LeNet-style CNNs, the 1-D CNN, small `xresnet`s of configurable depth, plain and residual twins.
 
 Docs: https://fastai-llr.github.io/fastai_llr/data.html.md"""
 
@@ -6,25 +6,88 @@ Docs: https://fastai-llr.github.io/fastai_llr/data.html.md"""
 
 # %% ../nbs/07_data.ipynb #d1c65754
 from __future__ import annotations
-import random
 from fastai.basics import *
 from fastai.vision.core import PILImageBW, PILImage
 from fastai.vision.data import ImageBlock
-from fastai.data.transforms import get_image_files, GrandparentSplitter, parent_label
-from .demo import mnist1d_data, mnist1d_dls, cnn1d, split_idxs
+from fastai.data.transforms import get_image_files, parent_label
 from .core import chunk_sizes
-from .checks import check_int, check_choice
+from .checks import check_int, check_real, check_choice
 
 # %% auto #0
-__all__ = ['digits_dls', 'mnist_dls', 'cifar10_dls', 'lenet', 'xresnet_small', 'deep_cnn']
+__all__ = ['split_idxs', 'tensor_dls', 'mnist1d_data', 'mnist1d_dls', 'digits_dls', 'norm_stats', 'mnist_dls', 'cifar10_dls',
+           'lenet', 'xresnet_small', 'cnn1d', 'deep_cnn']
+
+# %% ../nbs/07_data.ipynb #809b6f30
+def split_idxs(n:int, # Number of items
+               valid_pct:float=.2, # Share held out, in [0, 1): of all items, or of each class with `labels` (rounded, halves up); 0: none
+               seed:int=0, # Seed of the draw (a generator of its own: the global RNGs are left alone)
+               labels=None, # The items' integer labels (array or tensor of length `n`): a class-balanced split (`None`: one draw over all items)
+               n_per_class:int=None, # With `labels`: keep at most this many items per class, drawn before the split (`None`: all)
+              )->tuple: # `(kept, held_out)`: sorted index tensors
+    "A seeded split of `range(n)` into the items kept and those held out, over all items or class by class"
+    n,valid_pct = check_int(n, 'n', lo=1),check_real(valid_pct, 'valid_pct', lo=0, hi=1, hi_open=True)
+    n_per_class = check_int(n_per_class, 'n_per_class', lo=1, none_ok=True)
+    if labels is None:
+        if n_per_class is not None: raise ValueError("`n_per_class` draws per class: it needs `labels`.")
+        groups = [torch.arange(n)]
+    else:
+        labels = torch.as_tensor(labels)
+        if labels.shape != (n,): raise ValueError(f"`labels` must hold one label per item, shape ({n},), got {tuple(labels.shape)}.")
+        groups = [torch.nonzero(labels == c).flatten() for c in labels.unique()]
+    g,kept,held = torch.Generator().manual_seed(seed),[],[]
+    for idx in groups:
+        idx = idx[torch.randperm(len(idx), generator=g)][:n_per_class]
+        k = int(len(idx)*valid_pct + .5)
+        held.append(idx[:k]); kept.append(idx[k:])
+    kept,held = torch.cat(kept).sort().values,torch.cat(held).sort().values
+    if not len(kept) or (valid_pct > 0 and not len(held)):
+        per = f" ({n_per_class} per class)" if n_per_class else ''
+        raise ValueError(f"A `valid_pct` of {valid_pct:g} of {n} items{per} leaves an empty {'training' if not len(kept) else 'validation'} set.")
+    return kept,held
+
+# %% ../nbs/07_data.ipynb #60b46f1c
+def tensor_dls(splits:list, # `(x, y)` pairs of tensors: training, validation, then any more (a test set: `dls[2]`)
+               bs:int=64, # Batch size of the training loader (the others: twice that)
+               seed:int=0, # Seed of the training order: `set_seed(seed)` just before the loaders are made
+               device=None, # Device of the batches (default: fastai's `default_device()`)
+              )->DataLoaders:
+    "fastai `DataLoaders` on in-memory tensors: the first split shuffled, its last incomplete batch dropped; the others in order"
+    bs = check_int(bs, 'bs', lo=1)
+    if len(splits) < 2: raise ValueError(f"`splits` needs a training and a validation pair at least, got {len(splits)}.")
+    for k,(x,y) in enumerate(splits):
+        if len(x) != len(y): raise ValueError(f"`splits[{k}]`: `x` and `y` differ in length, {len(x)} and {len(y)}.")
+    set_seed(seed)
+    return DataLoaders(*[DataLoader(list(zip(x, y)), bs=bs if k == 0 else bs*2, shuffle=k == 0, drop_last=k == 0)
+                         for k,(x,y) in enumerate(splits)], device=device)
+
+# %% ../nbs/07_data.ipynb #9b6a2f55
+_mnist1d_cache = {}
+def mnist1d_data(n_samples:int=5000, # Total examples (80% train, 20% test)
+                 seed:int=42): # Seed of the generator (42 is the authors' default dataset)
+    "The MNIST-1D arrays `x`, `y`, `x_test`, `y_test`, generated offline by the `mnist1d` package"
+    key = (n_samples, seed)
+    if key not in _mnist1d_cache:
+        from mnist1d.data import make_dataset, get_dataset_args  # here, not at the top: the `mnist1d` package is only needed to generate
+        args = get_dataset_args()
+        args.num_samples,args.seed = n_samples,seed
+        _mnist1d_cache[key] = make_dataset(args)
+    return _mnist1d_cache[key]
+
+def _signals(x, y): return torch.tensor(x, dtype=torch.float32)[:,None],torch.tensor(y, dtype=torch.long)
+
+def mnist1d_dls(bs:int=128, # Batch size
+                n_samples:int=5000, # Total examples (80% train, 20% test)
+                seed:int=42, # Seed of the dataset and of the validation split
+                shuffle_seed:int=0, # Seed of the training order
+                device=None, # Device of the batches (default: fastai's `default_device()`)
+                valid_pct:float=0.): # 0: the test split is the validation set; > 0: validation carved from the training split, test as a third loader
+    "`DataLoaders` on MNIST-1D: `(bs, 1, 40)` float signals and integer labels"
+    d = mnist1d_data(n_samples, seed)
+    (x,y),test = _signals(d['x'], d['y']),_signals(d['x_test'], d['y_test'])
+    keep,held = split_idxs(len(x), valid_pct, seed)
+    return tensor_dls([(x[keep], y[keep])] + ([(x[held], y[held])] if len(held) else []) + [test], bs, shuffle_seed, device)
 
 # %% ../nbs/07_data.ipynb #ab5e94ca
-def _tensor_dls(x, y, splits, bs, seed, device):
-    "DataLoaders on in-memory tensors, one per index tensor of `splits` (the first is shuffled, in an order fixed by `seed`)"
-    set_seed(seed)
-    dls = [DataLoader(list(zip(x[i], y[i])), bs=bs if k == 0 else bs*2, shuffle=k == 0, drop_last=k == 0) for k,i in enumerate(splits)]
-    return DataLoaders(*dls, device=device)
-
 def digits_dls(bs:int=64, # Batch size
                valid_pct:float=.2, # Fraction of all images held out for validation
                seed:int=42, # Seed of the splits and of the training order
@@ -36,20 +99,16 @@ def digits_dls(bs:int=64, # Batch size
     x,y = torch.tensor(d.images, dtype=torch.float32)[:,None]/16.,torch.tensor(d.target, dtype=torch.long)
     if not 0 <= test_pct < 1 or not 0 < valid_pct < 1 or valid_pct + test_pct >= 1:
         raise ValueError(f"`valid_pct` must be in (0, 1), `test_pct` in [0, 1) and their sum below 1, got {valid_pct!r} and {test_pct!r}.")
-    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    nv,nt = int(len(x)*valid_pct),int(len(x)*test_pct)
-    v,te,t = idx[:nv],idx[nv:nv+nt],idx[nv+nt:]
-    return _tensor_dls(x, y, [t, v] + ([te] if nt else []), bs, seed, device)
+    keep,te = split_idxs(len(x), test_pct, seed)
+    t,v = split_idxs(len(keep), valid_pct/(1-test_pct), seed)  # the validation share of all images, from those the test set leaves
+    return tensor_dls([(x[keep[i]], y[keep[i]]) for i in (t, v)] + ([(x[te], y[te])] if len(te) else []), bs, seed, device)
 
 # %% ../nbs/07_data.ipynb #0f34354b
-_STATS = {'mnist': ([0.1307], [0.3081]), 'cifar10': ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])}
-
-def _subset(files, n_per_class, seed):
-    "At most `n_per_class` files per label (parent folder), drawn with `seed`"
-    if n_per_class is None: return files
-    rng,by = random.Random(seed),{}
-    for f in files: by.setdefault(f.parent.name, []).append(f)
-    return L(f for k in sorted(by) for f in rng.sample(sorted(by[k]), min(n_per_class, len(by[k]))))
+_NORM_STATS = {'mnist': ([0.1307], [0.3081]), 'cifar10': ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])}
+def norm_stats(dataset:str, # 'mnist' or 'cifar10'
+              )->tuple: # `(mean, std)`: lists of one number per channel
+    "The per-channel mean and standard deviation of a dataset's training images scaled to [0, 1], as `Normalize.from_stats` takes them"
+    return tuple(list(v) for v in _NORM_STATS[check_choice(dataset, 'dataset', tuple(_NORM_STATS))])
 
 class _Consecutive:
     "A splitter into consecutive runs of the given sizes (picklable, unlike a lambda)"
@@ -57,13 +116,14 @@ class _Consecutive:
     def __call__(self, items): return [list(range(a, a+n)) for a,n in zip(np.cumsum([0]+self.sizes[:-1]).tolist(), self.sizes)]
 
 def _folder_dls(path, train, valid, img_cls, stats, bs, n_per_class, seed, device, valid_pct=0.):
-    "Train and test folders of images (`train/<label>/…`, `valid/<label>/…`); with `valid_pct` > 0 a validation split of the training images, the test folder third"
+    "Train and test folders of images (`train/<label>/…`, `valid/<label>/…`); with `valid_pct` > 0 a class-balanced validation split of the training images, the test folder third"
     files = get_image_files(path, folders=[train, valid])
     if not files: raise FileNotFoundError(f"No images under {path}/{train} and {path}/{valid}.")
-    tr = _subset(L(f for f in files if f.parent.parent.name == train), n_per_class, seed)
+    tr = L(f for f in files if f.parent.parent.name == train)
     te = L(f for f in files if f.parent.parent.name == valid)
-    keep,held = split_idxs(len(tr), valid_pct, seed)
-    parts = [tr[keep.tolist()], tr[held.tolist()], te] if len(held) else [tr, te]
+    vocab = sorted({f.parent.name for f in tr})
+    keep,held = split_idxs(len(tr), valid_pct, seed, labels=[vocab.index(f.parent.name) for f in tr], n_per_class=n_per_class)
+    parts = [tr[keep.tolist()], tr[held.tolist()], te] if len(held) else [tr[keep.tolist()], te]
     dblock = DataBlock(blocks=(ImageBlock(img_cls), CategoryBlock), splitter=_Consecutive([len(o) for o in parts]),
                        get_y=parent_label, batch_tfms=Normalize.from_stats(*stats, cuda=False))
     set_seed(seed)
@@ -74,20 +134,20 @@ def mnist_dls(bs:int=128, # Batch size
               n_per_class:int=None, # Keep at most this many training images per class
               seed:int=42, # Seed of the subset and the training order
               device=None, # Device of the batches (default: fastai's `default_device()`, the GPU if there is one)
-              valid_pct:float=0.): # 0: the test images are the validation set; > 0: this fraction of the training images is the validation set and the test images a third loader
+              valid_pct:float=0.): # 0: the test images are the validation set; > 0: this share of each class of the training images is the validation set and the test images a third loader
     "MNIST (28×28 grey images) from fastai's copy, or from `path` in the same layout"
     path = Path(path) if path is not None else untar_data(URLs.MNIST)
-    return _folder_dls(path, 'training', 'testing', PILImageBW, _STATS['mnist'], bs, n_per_class, seed, device, valid_pct)
+    return _folder_dls(path, 'training', 'testing', PILImageBW, norm_stats('mnist'), bs, n_per_class, seed, device, valid_pct)
 
 def cifar10_dls(bs:int=128, # Batch size
                 path=None, # A local copy (default: `untar_data(URLs.CIFAR)`, which downloads it once)
                 n_per_class:int=None, # Keep at most this many training images per class
                 seed:int=42, # Seed of the subset and the training order
                 device=None, # Device of the batches (default: fastai's `default_device()`, the GPU if there is one)
-                valid_pct:float=0.): # 0: the test images are the validation set; > 0: this fraction of the training images is the validation set and the test images a third loader
+                valid_pct:float=0.): # 0: the test images are the validation set; > 0: this share of each class of the training images is the validation set and the test images a third loader
     "CIFAR-10 (32×32 colour images) from fastai's copy, or from `path` in the same layout"
     path = Path(path) if path is not None else untar_data(URLs.CIFAR)
-    return _folder_dls(path, 'train', 'test', PILImage, _STATS['cifar10'], bs, n_per_class, seed, device, valid_pct)
+    return _folder_dls(path, 'train', 'test', PILImage, norm_stats('cifar10'), bs, n_per_class, seed, device, valid_pct)
 
 # %% ../nbs/07_data.ipynb #6a41ec10
 def lenet(n_out:int=10, # Classes
@@ -114,6 +174,17 @@ def xresnet_small(depth:int=18, # 10, 14, 18, 26 or 34 (blocks per stage as in f
     from fastai.vision.models.xresnet import XResNet, ResBlock  # here, not at the top: it imports torchvision (3 s), which nothing else needs
     stem = (16, 32, 64)  # fastai's XResNet expects the stem to end at 64 channels (the first block narrows to 64·widen)
     return XResNet(ResBlock, 1, _DEPTHS[depth], c_in=c_in, n_out=n_out, widen=widen, stem_szs=stem, ndim=ndim)
+
+# %% ../nbs/07_data.ipynb #315fbad3
+def cnn1d(n_out:int=10, # Classes
+          nfs:tuple=(32,64,64,128), # Channels of the convolutional layers
+          seed:int=None): # Seed of the initial weights (`None`: leave the RNG alone)
+    "A 1-D CNN: conv-BN-ReLU layers (the first with stride 1, then stride 2), global average pooling, a linear head"
+    if seed is not None: torch.manual_seed(seed)
+    ks,layers = [5]+[3]*(len(nfs)-1),[]
+    for i,(ni,nf) in enumerate(zip((1,)+tuple(nfs[:-1]), nfs)):
+        layers.append(ConvLayer(ni, nf, ks=ks[i], stride=1 if i==0 else 2, ndim=1))
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool1d(1), Flatten(), nn.Linear(nfs[-1], n_out))
 
 # %% ../nbs/07_data.ipynb #74b9de1f
 class _Block(Module):

@@ -1,4 +1,4 @@
-"""Data, a small 1-D CNN, and the `fastai-llr demo` console command. Everything is generated offline.
+"""`run_demo`: the same 1-D CNN trained twice on MNIST-1D, from the same weights and batches — with uniform layer rates and with `CyclicalLLR` — a table of the results and a plot of the rate each layer group trained at. Everything is generated offline; `fastai-llr demo` runs it from a shell.
 
 Docs: https://fastai-llr.github.io/fastai_llr/demo.html.md"""
 
@@ -6,66 +6,14 @@ Docs: https://fastai-llr.github.io/fastai_llr/demo.html.md"""
 
 # %% ../nbs/09_demo.ipynb #fcdfb42d
 from __future__ import annotations
-import argparse, time, warnings
-with warnings.catch_warnings():  # `fastai-llr` prints no third-party notice: torch deprecates the `torch.jit.script` some fastai layers use
-    warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
-    from fastai.basics import *
+import time
+from fastai.basics import *
 from fastai.callback.schedule import *
-from .core import *
-from .cyclical import *
+from .cyclical import CyclicalLLR
+from .data import mnist1d_dls, cnn1d
 
 # %% auto #0
-__all__ = ['mnist1d_data', 'split_idxs', 'mnist1d_dls', 'cnn1d', 'run_demo', 'main']
-
-# %% ../nbs/09_demo.ipynb #9b6a2f55
-_mnist1d_cache = {}
-def mnist1d_data(n_samples:int=5000, # Total examples (80% train, 20% test)
-                 seed:int=42): # Seed of the generator (42 is the authors' default dataset)
-    "The MNIST-1D arrays `x`, `y`, `x_test`, `y_test`, generated offline by the `mnist1d` package"
-    key = (n_samples, seed)
-    if key not in _mnist1d_cache:
-        from mnist1d.data import make_dataset, get_dataset_args
-        args = get_dataset_args()
-        args.num_samples,args.seed = n_samples,seed
-        _mnist1d_cache[key] = make_dataset(args)
-    return _mnist1d_cache[key]
-
-def split_idxs(n:int, # Number of items
-               pct:float, # Fraction to hold out, in [0, 1)
-               seed:int, # Seed of the draw (a generator of its own: the global RNGs are left alone)
-              )->tuple:
-    "Seeded split of `range(n)` into `(kept, held_out)` index tensors, `int(n*pct)` held out"
-    if not 0 <= pct < 1: raise ValueError(f"A held-out fraction must be in [0, 1), got {pct!r}.")
-    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    k = int(n*pct)
-    return idx[k:].sort().values,idx[:k].sort().values
-
-def mnist1d_dls(bs:int=128, # Batch size
-                n_samples:int=5000, # Total examples (80% train, 20% test)
-                seed:int=42, # Seed of the dataset and of the validation split
-                shuffle_seed:int=0, # Seed of the training order
-                device=None, # Device of the batches (default: fastai's `default_device()`)
-                valid_pct:float=0.): # 0: the test split is the validation set; > 0: validation carved from the training split, test as a third loader
-    "`DataLoaders` on MNIST-1D: `(bs, 1, 40)` float signals and integer labels"
-    d = mnist1d_data(n_samples, seed)
-    def _ds(x, y): return list(zip(torch.tensor(x, dtype=torch.float32)[:,None], torch.tensor(y, dtype=torch.long)))
-    tr,te = _ds(d['x'], d['y']),_ds(d['x_test'], d['y_test'])
-    keep,held = split_idxs(len(tr), valid_pct, seed)
-    set_seed(shuffle_seed)
-    train = DataLoader([tr[i] for i in keep], bs=bs, shuffle=True, drop_last=True)
-    if not len(held): return DataLoaders(train, DataLoader(te, bs=bs*2), device=device)
-    return DataLoaders(train, DataLoader([tr[i] for i in held], bs=bs*2), DataLoader(te, bs=bs*2), device=device)
-
-# %% ../nbs/09_demo.ipynb #315fbad3
-def cnn1d(n_out:int=10, # Classes
-          nfs:tuple=(32,64,64,128), # Channels of the convolutional layers
-          seed:int=None): # Seed of the initial weights (`None`: leave the RNG alone)
-    "A 1-D CNN: conv-BN-ReLU layers (the first with stride 1, then stride 2), global average pooling, a linear head"
-    if seed is not None: torch.manual_seed(seed)
-    ks,layers = [5]+[3]*(len(nfs)-1),[]
-    for i,(ni,nf) in enumerate(zip((1,)+tuple(nfs[:-1]), nfs)):
-        layers.append(ConvLayer(ni, nf, ks=ks[i], stride=1 if i==0 else 2, ndim=1))
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool1d(1), Flatten(), nn.Linear(nfs[-1], n_out))
+__all__ = ['run_demo']
 
 # %% ../nbs/09_demo.ipynb #37932c99
 def _train(cbs, epochs, lr, seed, bs):
@@ -101,24 +49,3 @@ def run_demo(epochs:int=8, # Epochs per run
     df.to_csv(out/'results.csv')
     print(f"saved {out/'layer_lrs.png'} and {out/'results.csv'}")
     return df
-
-# %% ../nbs/09_demo.ipynb #9915aa14
-def main(argv=None, # Command-line arguments, e.g. `['demo', '--epochs', '2']` (default: `sys.argv[1:]`)
-        ):
-    "The `fastai-llr` console command"
-    p = argparse.ArgumentParser(prog='fastai-llr', description='fastai_llr: per-layer learning rates for fastai')
-    sub = p.add_subparsers(dest='cmd', required=True)
-    d = sub.add_parser('demo', help='uniform vs CyclicalLLR on MNIST-1D (offline), prints a table, saves a plot')
-    d.add_argument('--epochs', type=int, default=8, help='epochs of each of the two runs (default: 8)')
-    d.add_argument('--lr', type=float, default=1e-2, help="peak rate of fit_one_cycle, the same for both runs (default: 0.01)")
-    d.add_argument('--out', default='demo_out', help="folder for the plot (layer_lrs.png) and the table (results.csv) (default: demo_out)")
-    d.add_argument('--seed', type=int, default=0, help='seed of the data split, the initial weights and the data order (default: 0)')
-    d.add_argument('--bs', type=int, default=128, help='batch size (default: 128)')
-    from fastai_llr.experiment import add_experiment_args, run_from_args  # here, not at the top: `fastai_llr.data`, which it uses, imports this module
-    e = add_experiment_args(sub.add_parser('experiment',
-        help="Smith's layer-rate protocol on CIFAR-10 (or MNIST-1D): every policy, schedule, network and seed; resumable; writes a report"))
-    a = p.parse_args(argv)
-    if a.cmd == 'demo':
-        if a.epochs < 1: p.error('--epochs must be at least 1')
-        run_demo(a.epochs, a.lr, a.out, a.seed, a.bs)
-    elif a.cmd == 'experiment': run_from_args(e, a)

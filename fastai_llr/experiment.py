@@ -6,24 +6,21 @@ Docs: https://fastai-llr.github.io/fastai_llr/experiment.html.md"""
 
 # %% ../nbs/13_experiment.ipynb #a90c142c
 from __future__ import annotations
-import argparse, contextlib, json, os, tempfile, time, warnings
+import contextlib, json, os, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
-with warnings.catch_warnings():  # `fastai-llr` prints no third-party notice: torch deprecates the `torch.jit.script` some fastai layers use
-    warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
-    from fastai.basics import *
+from fastai.basics import *
 from fastai.callback.schedule import *
 from matplotlib.figure import Figure
 from PIL import Image
 from .checks import check_int, check_real, check_choice
-from .compare import compare, protocol_configs, _load, _SCHEDULES as _FITS
+from .compare import compare, protocol_configs, protocol_schedules, load_runs
 from .core import to_device
 from fastprogress.fastprogress import progress_bar
-from .data import deep_cnn, _STATS
-from .demo import mnist1d_data
+from .data import deep_cnn, split_idxs, norm_stats, mnist1d_data
 
 # %% auto #0
-__all__ = ['cifar10_arrays', 'split_indices', 'crop_flip', 'draw_crop_flip', 'random_crop_flip', 'TensorLoader', 'experiment_dls',
-           'experiment_models', 'peak_rate', 'run_experiment', 'add_experiment_args', 'run_from_args', 'cli']
+__all__ = ['cifar10_arrays', 'crop_flip', 'draw_crop_flip', 'random_crop_flip', 'TensorLoader', 'experiment_dls',
+           'experiment_models', 'peak_rate', 'SettingsError', 'run_experiment']
 
 # %% ../nbs/13_experiment.ipynb #9136b0ba
 def _read_png(f):
@@ -67,25 +64,6 @@ def cifar10_arrays(path=None, # A folder laid out like CIFAR-10: `train/<class>/
     if cache is not None: _atomic_write(cache, lambda o: np.savez(o, **res))
     return res
 
-# %% ../nbs/13_experiment.ipynb #9962abd7
-def split_indices(y, # Integer labels of the training images
-                  valid_pct:float=.1, # Share of each class held out for validation, in (0, 1)
-                  n_per_class:int=None, # Keep at most this many images per class, drawn before the split (`None`: all)
-                  seed:int=0, # Seed of the draw (a generator of its own: the global RNGs are left alone)
-                 )->tuple: # `(train, valid)`: sorted index arrays
-    "A class-balanced, seeded split of the training images: per class, at most `n_per_class` drawn, of which a `valid_pct` share (rounded) is held out"
-    valid_pct = check_real(valid_pct, 'valid_pct', lo=0, hi=1, lo_open=True, hi_open=True)
-    n_per_class = check_int(n_per_class, 'n_per_class', lo=1, none_ok=True)
-    y,rng = np.asarray(y),np.random.default_rng(seed)
-    tr,va = [],[]
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))[:n_per_class]
-        nv = int(np.floor(len(idx)*valid_pct + .5))
-        va.append(idx[:nv]); tr.append(idx[nv:])
-    tr,va = np.sort(np.concatenate(tr)),np.sort(np.concatenate(va))
-    if not len(va) or not len(tr): raise ValueError(f"A `valid_pct` of {valid_pct:g} of {len(y)} images ({n_per_class} per class) leaves an empty {'validation' if not len(va) else 'training'} set.")
-    return tr,va
-
 # %% ../nbs/13_experiment.ipynb #6c10879e
 def crop_flip(x:Tensor, # Images `(B, C, H, W)`, any dtype, on any device
               oy:Tensor, # Top offset of each crop in the padded images, in `[0, 2*pad]`: `(B,)` integers on the device of `x`
@@ -119,6 +97,7 @@ def random_crop_flip(x:Tensor, # Images `(B, C, H, W)`
     return crop_flip(x, oy, ox, flip.bool(), pad)
 
 # %% ../nbs/13_experiment.ipynb #86c1d143
+# not `data.tensor_dls`: the tensors stay on the device, a batch is one indexing (and a crop/flip on the device), where fastai's `DataLoader` collates items one by one in Python
 class TensorLoader:
     "Batches `(x[idx], y[idx])` of tensors kept on one device, in an order (and with a transform) drawn from a generator of its own"
     def __init__(self, x:Tensor, # Inputs, first dimension the items
@@ -179,6 +158,11 @@ class _Prep:
         m,s = self._mean_std(xb)
         return (xb-m)/s
 
+def _split(y, valid_pct, n_per_class, seed):
+    "The experiment's split of the training images: class-balanced, with a validation set (`valid_pct` > 0)"
+    valid_pct = check_real(valid_pct, 'valid_pct', lo=0, hi=1, lo_open=True, hi_open=True)
+    return split_idxs(len(y), valid_pct, seed, labels=y, n_per_class=n_per_class)
+
 def experiment_dls(arrays:dict, # `x`, `y` (the training images) and `x_test`, `y_test`: arrays or tensors, on any device
                    bs:int=128, # Training batch size (validation and test: twice that)
                    seed:int=0, # Seed of the training order and of the augmentation
@@ -193,7 +177,7 @@ def experiment_dls(arrays:dict, # `x`, `y` (the training images) and `x_test`, `
     device = device if device is not None else default_device()
     t = {k: torch.as_tensor(arrays[k]) for k in ('x', 'y', 'x_test', 'y_test')}
     if augment and t['x'].ndim != 4: raise ValueError(f"`augment` crops and flips images `(N, C, H, W)`; the inputs have shape {tuple(t['x'].shape)}.")
-    tr,va = (torch.as_tensor(i) for i in split_indices(t['y'].cpu().numpy(), valid_pct, n_per_class, split_seed))
+    tr,va = _split(t['y'].cpu(), valid_pct, n_per_class, split_seed)
     x,y = t['x'].to(device),t['y'].to(device)
     ev = _Prep(stats)
     return DataLoaders(TensorLoader(x[tr.to(device)], y[tr.to(device)], bs, shuffle=True, drop_last=True, tfm=_Prep(stats, augment), seed=seed),
@@ -239,7 +223,7 @@ def peak_rate(model_fn, # `model_fn()` -> a fresh model
     return float(s[0])
 
 # %% ../nbs/13_experiment.ipynb #c7337d60
-_SCHEDULES = tuple(_FITS)  # the global schedules `protocol_configs` knows: 'step', 'clr', '1cycle'
+_SCHEDULES = tuple(protocol_schedules())  # the global schedules of the protocol: 'step', 'clr', '1cycle'
 _SCHED_DESC = {'step': 'step decay (`fit_step_decay`: ×0.1 at 50%, 75% and 90% of training)',
                'clr': 'cyclical rates (`fit_clr`)', '1cycle': '1cycle (`fit_one_cycle`)'}
 _WAIT_S = 3*3600  # how long a process waits for rank 0 to decode the data or run the range tests
@@ -341,8 +325,8 @@ def _report(out, res, rates, models, schedules, settings):
     _atomic_write(out/'report.md', lambda o: o.write('\n'.join(md).encode()))
 
 # %% ../nbs/13_experiment.ipynb #91ccce9b
-class _SettingsError(ValueError):
-    "A setting of the experiment that cannot work: the command reports it as a usage error (exit status 2), not with a traceback"
+class SettingsError(ValueError):
+    "A setting of `run_experiment` that cannot work, found before anything is trained (`fastai-llr experiment` reports it as a usage error)"
 
 @contextlib.contextmanager
 def _independent():
@@ -357,10 +341,10 @@ def _prepare(dataset, data, out, rank, device, depths, kinds, widths, bs, valid_
         nd,c_in = (2, 3) if dataset == 'cifar10' else (1, 1)
         models = experiment_models(depths, kinds, widths, nd, c_in)
         arrays = {k: torch.as_tensor(v).to(device) for k,v in _dataset_arrays(dataset, data, out, rank).items() if k != 'vocab'}
-        split_indices(arrays['y'].cpu().numpy(), valid_pct, n_per_class)
-    except ValueError as e: raise _SettingsError(str(e)) from e
+        _split(arrays['y'].cpu(), valid_pct, n_per_class, 0)
+    except ValueError as e: raise SettingsError(str(e)) from e
     img = dataset == 'cifar10'
-    def dls_fn(seed): return experiment_dls(arrays, bs, seed, valid_pct, n_per_class, stats=_STATS['cifar10'] if img else None, augment=img, device=device)
+    def dls_fn(seed): return experiment_dls(arrays, bs, seed, valid_pct, n_per_class, stats=norm_stats('cifar10') if img else None, augment=img, device=device)
     return models,dls_fn
 
 def _grid(cfgs, seeds):
@@ -371,10 +355,10 @@ def _saved(out, cfgs, epochs):
     "`{(network, schedule): {(config, seed), …}}` of the runs on disk; one made with other settings is an error before anything is trained"
     res = {}
     for (m, s),cs in cfgs.items():
-        recs,desc = _load(out/m/s)[0],{c.name: c.desc() for c in cs}
+        recs,desc = load_runs(out/m/s)[0],{c.name: c.desc() for c in cs}
         for (c, i),r in recs.items():
             if c in desc and (r['desc'] != desc[c] or r['epochs'] != epochs):
-                raise _SettingsError(f"{out/m/s} holds a run of {c!r} (seed {i}) with other settings ({r['desc']}, {r['epochs']} epochs) than now "
+                raise SettingsError(f"{out/m/s} holds a run of {c!r} (seed {i}) with other settings ({r['desc']}, {r['epochs']} epochs) than now "
                                  f"({desc[c]}, {epochs} epochs): use another output folder, or delete it.")
         res[(m, s)] = set(recs)
     return res
@@ -418,7 +402,7 @@ def run_experiment(dataset:str='cifar10', # 'cifar10' (the 2-D pair) or 'mnist1d
         lr,wd = check_real(lr, 'lr', lo=0, lo_open=True, none_ok=True),check_real(wd, 'wd', lo=0)
         if dataset == 'mnist1d' and data is not None: raise ValueError("`data` is a CIFAR-10 folder; MNIST-1D is generated (leave `data` out).")
         rank,world,device = _process(shard, device)
-    except ValueError as e: raise _SettingsError(str(e)) from e
+    except ValueError as e: raise SettingsError(str(e)) from e
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     with _independent():
         models,dls_fn = _prepare(dataset, data, out, rank, device, depths, kinds, widths, bs, valid_pct, n_per_class)
@@ -438,87 +422,3 @@ def run_experiment(dataset:str='cifar10', # 'cifar10' (the 2-D pair) or 'mnist1d
     _report(out, res, rates, list(models), schedules, settings)
     print(f"wrote {out/'report.md'}, {out/'paired.png'} and {out/'curves.png'}", flush=True)
     return res
-
-# %% ../nbs/13_experiment.ipynb #ea68708d
-def _positive(kind):
-    def f(s):
-        try: v = kind(s)
-        except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a{'n integer' if kind is int else ' number'}") from None
-        if not v > 0 or v != v: raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
-        return v
-    f.__name__ = f'positive {kind.__name__}'
-    return f
-
-def _depth(s):
-    v = _positive(int)(s)
-    if v % 2 or v < 4: raise argparse.ArgumentTypeError(f"must be even and at least 4 (a stem of 2 convolutions, then blocks of 2), got {s}")
-    return v
-
-def _fraction(s):
-    v = _positive(float)(s)
-    if v >= 1: raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {s}")
-    return v
-
-def _decay(s):
-    try: v = float(s)
-    except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
-    if not v >= 0: raise argparse.ArgumentTypeError(f"must be >= 0, got {s}")
-    return v
-
-def _folder(s):
-    if not Path(s).is_dir(): raise argparse.ArgumentTypeError(f"no such folder: {s}")
-    return s
-
-_DESCRIPTION = ("Smith's layer-rate protocol: five layer-rate policies under three global schedules, on plain and residual networks, "
-                "several seeds each; resumable, shardable over processes (RANK/WORLD_SIZE, as accelerate launch and torchrun set them); "
-                "writes OUT/report.md with paired differences from uniform rates and their 95% intervals")
-
-def add_experiment_args(p:argparse.ArgumentParser, # The parser (or subparser) to add the options to
-                       )->argparse.ArgumentParser:
-    "Add the options of `fastai-llr experiment` to `p` (and its description, if it has none)"
-    p.description = p.description or _DESCRIPTION
-    a = p.add_argument
-    a('--dataset', choices=('cifar10', 'mnist1d'), default='cifar10', help="cifar10: CIFAR-10 with the 2-D networks; mnist1d: MNIST-1D, generated offline, "
-      "with the 1-D networks (a quick check on a CPU) (default: %(default)s)")
-    a('--data', type=_folder, metavar='DIR', help="a local copy of CIFAR-10 laid out as DIR/train/<class>/*.png and DIR/test/<class>/*.png "
-      "(default: fastai's untar_data(URLs.CIFAR), which downloads it once to ~/.fastai/data)")
-    a('--out', default='llr_experiment', metavar='DIR', help="folder of the runs, peak rates, decoded images, report and figures; "
-      "the same command with the same folder resumes (default: %(default)s)")
-    a('--epochs', type=_positive(int), default=30, help='epochs of every run (default: %(default)s)')
-    a('--seeds', type=_positive(int), default=5, help='runs per policy, network and schedule, seeds 0 to SEEDS-1; the policies of a seed '
-      'start from the same weights and see the same batches (default: %(default)s)')
-    a('--bs', type=_positive(int), default=128, help='training batch size; validation and test use twice that (default: %(default)s)')
-    a('--depths', type=_depth, nargs='+', default=[8, 20], metavar='D', help='convolutions on the main path of each network pair: even, '
-      'at least 2 + 2 per width (default: 8 20)')
-    a('--models', choices=('plain', 'residual'), nargs='+', default=['plain', 'residual'], metavar='KIND', help='which networks of each '
-      'pair: plain (the plain network) and/or residual (its twin with shortcuts, the same convolutions) (default: both)')
-    a('--widths', type=_positive(int), nargs='+', default=[16, 32, 64], metavar='W', help='channels of each stage; each stage after the '
-      'first halves the resolution (default: 16 32 64, as ResNet-20)')
-    a('--schedules', choices=_SCHEDULES, nargs='+', default=list(_SCHEDULES), metavar='S', help='global schedules: step (fit_step_decay, x0.1 at 50%%, '
-      '75%% and 90%% of training), clr (fit_clr), 1cycle (fit_one_cycle) (default: all three)')
-    a('--lr', type=_positive(float), metavar='LR', help='peak rate of every network and schedule (default: a range test per network '
-      "with uniform rates, fastai's lr_find minimum suggestion, saved in OUT/lr.json and reused when resuming)")
-    a('--wd', type=_decay, default=5e-4, help='weight decay of every policy (default: %(default)s)')
-    a('--valid-pct', type=_fraction, default=.1, metavar='P', help='share of each class of the training images held out for '
-      'validation, where each run selects its epoch (default: %(default)s)')
-    a('--n-per-class', type=_positive(int), metavar='N', help='keep at most N training images per class, before the validation '
-      'split (default: all)')
-    return p
-
-def run_from_args(p:argparse.ArgumentParser, # The parser, for its errors (exit status 2)
-                  a:argparse.Namespace, # The parsed options
-                 )->dict:
-    "`run_experiment` with the options of `fastai-llr experiment`; a setting it rejects fails as the parser's error"
-    if a.dataset == 'mnist1d' and a.data is not None: p.error('--data is a CIFAR-10 folder; MNIST-1D is generated (leave --data out)')
-    try: return run_experiment(a.dataset, a.epochs, a.seeds, a.out, a.data, a.bs, tuple(a.depths), tuple(a.models), tuple(a.widths),
-                               tuple(a.schedules), a.lr, a.wd, a.valid_pct, a.n_per_class)
-    except (_SettingsError, FileNotFoundError, TimeoutError) as e: p.error(str(e))
-
-def cli(argv:list=None, # Command-line options, e.g. `['--dataset', 'mnist1d']` (default: `sys.argv[1:]`)
-       ):
-    "`python -m fastai_llr.experiment [options]`: `fastai-llr experiment [options]`, for launchers that start a module"
-    p = add_experiment_args(argparse.ArgumentParser(prog='python -m fastai_llr.experiment'))
-    return run_from_args(p, p.parse_args(argv))
-
-# %% ../nbs/13_experiment.ipynb #13f3c0a9
-if __name__ == '__main__': cli()

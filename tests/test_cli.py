@@ -1,12 +1,14 @@
 "The console command: `fastai-llr demo` trains, prints a table and saves the plot; bad arguments fail clearly."
-import subprocess, sys, shutil
+import importlib.metadata, subprocess, sys, shutil
 from pathlib import Path
 import pandas as pd
 import pytest
 
 def _cli():
+    "The installed `fastai-llr` where its entry point is this package's (`fastai_llr.cli:main`), else the same entry point through Python"
     exe = shutil.which('fastai-llr')
-    return [exe] if exe else [sys.executable, '-c', 'from fastai_llr.demo import main; main()']
+    ep = [e.value for e in importlib.metadata.entry_points(group='console_scripts') if e.name == 'fastai-llr']
+    return [exe] if exe and ep == ['fastai_llr.cli:main'] else [sys.executable, '-c', 'import sys; from fastai_llr.cli import main; sys.exit(main())']
 
 @pytest.mark.slow  # trains the demo's two runs
 def test_demo(tmp_path):

@@ -19,13 +19,15 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # the site build and a browser: left out of the quick run
 CHROMIUM,DRIVER = '/usr/bin/chromium','/usr/bin/chromedriver'
 ART = Path(os.environ.get('DOCS_ARTIFACTS', ROOT/'tests'/'artifacts'))
-MODULES = ['core', 'cyclical', 'adaptive', 'stats', 'schedules', 'lr_find', 'integration', 'data', 'compare', 'demo', 'experiment', 'checks']
+MODULES = ['core', 'cyclical', 'adaptive', 'stats', 'schedules', 'lr_find', 'integration', 'data', 'compare', 'demo', 'experiment', 'cli', 'checks']
 API = {'fastai_llr.cyclical.html': ['CyclicalLLR', 'CyclicalLLR.depth_linear'], 'fastai_llr.adaptive.html': ['LARS', 'LARC', 'MADLR'],
        'fastai_llr.stats.html': ['GradClip', 'LayerStats'], 'fastai_llr.schedules.html': ['SchedCLR', 'SchedSGDR', 'SnapshotEnsemble', 'Learner.fit_clr'],
        'fastai_llr.lr_find.html': ['Learner.lr_find_repeated', 'Learner.lr_find_groups'], 'fastai_llr.core.html': ['LayerRatePolicy', 'TensorPolicy', 'FactorPolicy'],
-       'fastai_llr.checks.html': ['check_real', 'check_int'], 'fastai_llr.compare.html': ['compare', 'TrainConfig', 'Comparison', 'Comparison.paired', 'paired_ci', 'protocol_configs'],
-       'fastai_llr.experiment.html': ['run_experiment', 'crop_flip'],
-       'fastai_llr.data.html': ['digits_dls', 'lenet', 'xresnet_small', 'deep_cnn'], 'cyclical.html': ['CyclicalLLR']}
+       'fastai_llr.checks.html': ['check_real', 'check_int'], 'fastai_llr.compare.html': ['compare', 'TrainConfig', 'Comparison', 'Comparison.paired', 'paired_ci', 'protocol_configs', 'protocol_schedules', 'load_runs'],
+       'fastai_llr.experiment.html': ['run_experiment', 'crop_flip', 'SettingsError'], 'fastai_llr.demo.html': ['run_demo'],
+       'fastai_llr.cli.html': ['main', 'add_experiment_args', 'run_from_args'],
+       'fastai_llr.data.html': ['split_idxs', 'tensor_dls', 'mnist1d_dls', 'cnn1d', 'norm_stats', 'digits_dls', 'lenet', 'xresnet_small', 'deep_cnn'],
+       'cyclical.html': ['CyclicalLLR']}
 PARAMS = {'CyclicalLLR': ['start', 'end', 'pct_start', 'pct_end', 'scheds', 'n_groups'], 'LARC': ['trust_coeff', 'sgd_below'],
           'MADLR': ['beta', 'min_mult', 'max_mult'], 'GradClip': ['max_norm', 'mode'], 'LayerStats': ['every'], 'SchedCLR': ['base_lr', 'step_size_up']}
 SECTIONS = ['Home', 'Tutorials', 'Guides', 'API reference', 'References']
@@ -144,7 +146,7 @@ def test_site(site, driver):
     pages = sorted({urlparse(h)._replace(fragment='').geturl() for h in links if h and h.startswith(base)})
     names = {p.rsplit('/', 1)[-1] or 'index.html' for p in pages}
     want = {'index.html', 'references.html', 'tutorial_layer_rates.html', 'cyclical.html', 'adaptive.html', 'stats.html', 'schedules.html',
-            'lr_find.html', 'integration.html', 'data.html', 'compare.html', 'core.html', 'experiment.html'} | {f'fastai_llr.{m}.html' for m in MODULES}
+            'lr_find.html', 'integration.html', 'data.html', 'compare.html', 'core.html', 'experiment.html', 'cli.html'} | {f'fastai_llr.{m}.html' for m in MODULES}
     assert want <= names, want - names
     assert 'all.html' not in names and 'checks.html' not in names  # no near-empty pages in the navigation
     hidden = _hidden_code()

@@ -1,5 +1,5 @@
 "`fastai-llr experiment` end to end on a tiny sample laid out like CIFAR-10 (nothing downloaded): the report, resuming, sharding over processes, `--help`."
-import json, os, shutil, subprocess, sys, time
+import importlib.metadata, json, os, shutil, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pytest
@@ -11,8 +11,11 @@ NETS = ['plain-4', 'residual-4']
 SMALL = ['--dataset', 'cifar10', '--epochs', '1', '--seeds', '2', '--depths', '4', '--widths', '8', '--bs', '8', '--lr', '0.01', '--schedules', 'step']
 
 def _cli(*args):
+    "The installed `fastai-llr` where its entry point is this package's (`fastai_llr.cli:main`), else the same entry point through Python"
     exe = shutil.which('fastai-llr')
-    return ([exe] if exe else [sys.executable, '-c', 'from fastai_llr.demo import main; main()']) + list(args)
+    ep = [e.value for e in importlib.metadata.entry_points(group='console_scripts') if e.name == 'fastai-llr']
+    cmd = [exe] if exe and ep == ['fastai_llr.cli:main'] else [sys.executable, '-c', 'import sys; from fastai_llr.cli import main; sys.exit(main())']
+    return cmd + list(args)
 
 def _env(**kw):
     "The environment of a child process: one thread per process (two processes share two cores in the sharding test) and `kw`"
@@ -99,12 +102,12 @@ def test_help_documents_every_option_and_prints_no_warning():
     assert r.returncode == 0 and r.stderr == '' and 'experiment' in r.stdout
 
 def test_python_m():
-    r = subprocess.run([sys.executable, '-m', 'fastai_llr.experiment', '--help'], capture_output=True, text=True, timeout=120, env=_env())
+    r = subprocess.run([sys.executable, '-m', 'fastai_llr.cli', 'experiment', '--help'], capture_output=True, text=True, timeout=120, env=_env())
     assert r.returncode == 0 and r.stderr == '' and '--n-per-class' in r.stdout  # the entry point of `accelerate launch -m`, `torchrun -m`
 
 def test_bad_arguments_fail_as_usage_errors(sample, tmp_path, capsys):
     "Exit status 2 and a message naming the problem, no traceback (in this process: each `fastai-llr` start imports fastai, ~10 s)"
-    from fastai_llr.demo import main
+    from fastai_llr.cli import main
     for args,msg in ((['--depths', '7'], 'argument --depths: must be even'), (['--epochs', '0'], 'argument --epochs: must be > 0'),
                      (['--schedules', 'cosine'], 'invalid choice'), (['--data', str(tmp_path/'nothing')], 'no such folder'),
                      (['--valid-pct', '1.5'], 'between 0 and 1'), (['--dataset', 'mnist1d', '--data', str(sample)], 'MNIST-1D is generated'),

@@ -60,7 +60,7 @@ def test_wheel(dists):
         info = f"fastai_llr-{dists['version']}.dist-info"
         ep = configparser.ConfigParser(); ep.read_string(z.read(f'{info}/entry_points.txt').decode())
         meta = email.parser.Parser().parsestr(z.read(f'{info}/METADATA').decode())
-    assert ep['console_scripts']['fastai-llr'] == 'fastai_llr.demo:main'
+    assert ep['console_scripts']['fastai-llr'] == 'fastai_llr.cli:main'
     assert ep['nbdev']['fastai_llr'] == 'fastai_llr._modidx:d'
     assert meta['Name'] == 'fastai_llr' and meta['Version'] == dists['version']
     assert not any(n.startswith(('nbs/', 'tests/', 'tools/')) for n in names)

@@ -37,9 +37,10 @@ TUTORIALS = [("Do layer rates help? Smith's protocol", '10_tutorial_layer_rates'
 GUIDES = [('Layer schedules', '01_cyclical'), ('Adaptive rates: LARS, LARC, MADLR', '02_adaptive'),
           ('Clipping and layer statistics', '03_stats'), ('Schedules of the literature', '04_schedules'),
           ('The range test', '05_lr_find'), ('Experiments: comparing setups', '08_compare'),
-          ('Experiments: datasets and models', '07_data'), ('Distributed, GPU and the fastai lifecycle', '06_integration'),
+          ('Experiments: datasets and models', '07_data'), ('The command line: fastai-llr', '14_cli'),
+          ('Distributed, GPU and the fastai lifecycle', '06_integration'),
           ('How it works; write your own policy', '00_core')]
-API_MODULES = ['core', 'cyclical', 'adaptive', 'stats', 'schedules', 'lr_find', 'integration', 'data', 'compare', 'experiment', 'demo', 'checks']
+API_MODULES = ['core', 'cyclical', 'adaptive', 'stats', 'schedules', 'lr_find', 'integration', 'data', 'compare', 'experiment', 'demo', 'cli', 'checks']
 SKIP = {'99_all', '00_checks'}  # no guide page: `fastai_llr.all` only re-exports; the checks have their API page only
 
 # PyTorch names the docs mention, linked to PyTorch's documentation (nbdev's lookup covers fastai's names)
