@@ -557,6 +557,10 @@ class LayerRatePolicy(Callback):
         v = self.logged(name)
         if v is None: return torch.zeros((0, len(self.record.seen_names)) if per_tensor else (0,))
         return torch.from_numpy(v)
+    def pop_logged(self, name:str)->tuple|None:
+        "Take out of the record what this policy logged under `name` so far: `(steps, values)` (`None` before any fit); what comes later is kept as usual"
+        r = getattr(self, '_rec', None)
+        return None if r is None else r[0].pop((r[1], name))
     def logged_steps(self, name:str)->np.ndarray|None:
         "The training iterations of the rows of `logged(name)`"
         r = getattr(self, '_rec', None)

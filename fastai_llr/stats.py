@@ -273,9 +273,9 @@ def _stats_df(ls):
 
 def _write_rows(ls):
     "With `path`: move the rows the `LayerStats` `ls` recorded since the last write from the record to a file"
-    if ls.path is None or getattr(ls, '_rec', None) is None: return
-    steps,x = ls._rec[0].pop((ls._rec[1], 'row'))
-    if x is None or not len(x): return
+    got = None if ls.path is None else ls.pop_logged('row')
+    if got is None or got[1] is None or not len(got[1]): return
+    steps,x = got
     df = _stats_frame(ls, steps, x)
     np.savez(ls.path/f'layer_stats_{ls.epoch:03d}.npz', **{c: df[c].to_numpy(dtype=str if c=='layer' else None) for c in df.columns})
 
