@@ -185,7 +185,7 @@ class MADLR(FactorPolicy):
         if self.source=='weights' and c['warm']: torch._foreach_copy_(c['bufs'][2], list((f if c['all_warm'] else f[c['idx']]).unbind()))
         if not self._pending: return
         self._unscale()  # the set of tensors with state changes
-        _add_mad_state(opt_state(self.opt), st.meta.params, self._pending, self.source, f, self.init)
+        _add_mad_state(st.opt.state, st.meta.params, self._pending, self.source, f, self.init)
         self._pending = None
         st.meta.store(self).pop('mad', None)
 

@@ -611,8 +611,6 @@ class SlotMap:
                                      f"`{pn[p]}`; every parameter the optimizer holds needs one.")
         raise ValueError(f"The optimizer holds a parameter of shape {tuple(p.shape)} that is not in the model; "
                          "layer groups can only be resolved for the model's own parameters.")
-    @property
-    def n(self)->int: return len(self.keys)
     def mults(self, pct:float)->list:
         "One multiplier per slot: the product over group policies of their multipliers at `pct`"
         ms = [p.group_mults(pct) for p in self.gpols]
@@ -706,8 +704,7 @@ class StepPipeline:
             if st.f_update is not None: torch._foreach_addcmul_(st.meta.params, st.d, list((1-st.f_update).unbind()))  # w_new + (1-f)(w_old - w_new)
         for p in self.updaters: p.after_update(st)
         for p in st.observers: p.observe(st)
-        d = st.__dict__
-        n = d.get('g_raw', d.get('g_norm', d.get('d_norm')))  # whatever per-tensor norms were computed anyway (`computed_norms`)
+        n = st.computed_norms()
         if n is not None:
             bad = torch.isnan(n).sum()  # NaN, not inf: a 2-norm of large finite values can overflow to inf (fp16 above 65504)
             self.n_bad = bad if self.n_bad is None else self.n_bad + bad
